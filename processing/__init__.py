@@ -1,0 +1,1 @@
+"""Face restoration service: the domain, importable without the Functions host."""

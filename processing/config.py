@@ -1,0 +1,147 @@
+"""Every setting of the service, read once from the environment.
+
+This is the only module that reads ``os.environ``: everything else receives a
+``Settings`` value, so tests can build one explicitly and nothing changes behind
+a running process's back.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from functools import lru_cache
+from pathlib import Path
+from typing import Mapping
+
+# Azurite's well-known development account (published in Azure's docs, not a secret).
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = (
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+)
+
+
+def azurite_connection_string(host: str = "127.0.0.1", blob: int = 10000, queue: int = 10001, table: int = 10002) -> str:
+    return (
+        f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
+        f"BlobEndpoint=http://{host}:{blob}/{AZURITE_ACCOUNT};"
+        f"QueueEndpoint=http://{host}:{queue}/{AZURITE_ACCOUNT};"
+        f"TableEndpoint=http://{host}:{table}/{AZURITE_ACCOUNT};"
+    )
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"expected true/false, got {raw!r}")
+
+
+def _csv(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Storage. The same variable names the Functions host uses for its own trigger
+    # connection, so one setting serves both: either a connection string, or (in Azure)
+    # identity-based ``AzureWebJobsStorage__accountName`` / ``__*ServiceUri`` settings.
+    storage_connection_string: str = field(default="", metadata={"env": "AzureWebJobsStorage"})
+    storage_account_name: str = field(default="", metadata={"env": "AzureWebJobsStorage__accountName"})
+    blob_service_uri: str = field(default="", metadata={"env": "AzureWebJobsStorage__blobServiceUri"})
+    queue_service_uri: str = field(default="", metadata={"env": "AzureWebJobsStorage__queueServiceUri"})
+    table_service_uri: str = field(default="", metadata={"env": "AzureWebJobsStorage__tableServiceUri"})
+    managed_identity_client_id: str = field(default="", metadata={"env": "AzureWebJobsStorage__clientId"})
+
+    jobs_queue: str = field(default="restore-jobs", metadata={"env": "JOBS_QUEUE"})
+    jobs_table: str = field(default="jobs", metadata={"env": "JOBS_TABLE"})
+    uploads_container: str = field(default="uploads", metadata={"env": "UPLOADS_CONTAINER"})
+    results_container: str = field(default="results", metadata={"env": "RESULTS_CONTAINER"})
+
+    # Model weights: fetched once by `python -m processing weights fetch`, never at run time.
+    weights_dir: Path = field(default=Path("weights"), metadata={"env": "WEIGHTS_DIR"})
+    # Stand-in weights (random parameters) are refused unless this says they are wanted.
+    standin_weights: bool = field(default=False, metadata={"env": "STANDIN_WEIGHTS"})
+    torch_threads: int = field(default=0, metadata={"env": "TORCH_THREADS"})  # 0: one per core
+    max_faces: int = field(default=10, metadata={"env": "MAX_FACES"})
+    # Faces are found on a copy whose longer side is at most this; landmarks are
+    # scaled back to full resolution (0 disables the downscale).
+    detect_max_side: int = field(default=1024, metadata={"env": "DETECT_MAX_SIDE"})
+
+    # Uploads.
+    max_upload_bytes: int = field(default=20 * 1024 * 1024, metadata={"env": "MAX_UPLOAD_BYTES"})
+    max_pixels: int = field(default=40_000_000, metadata={"env": "MAX_PIXELS"})
+
+    # Jobs.
+    retention_hours: float = field(default=24.0, metadata={"env": "JOB_RETENTION_HOURS"})
+    max_dequeue_count: int = field(default=3, metadata={"env": "MAX_DEQUEUE_COUNT"})
+    # How long a worker owns a running job without renewing; a job whose lease ran out
+    # is taken over by the next delivery of its message.
+    lease_seconds: int = field(default=120, metadata={"env": "JOB_LEASE_SECONDS"})
+    worker_poll_seconds: float = field(default=1.0, metadata={"env": "WORKER_POLL_SECONDS"})
+
+    # HTTP.
+    cors_origins: tuple[str, ...] = field(default=(), metadata={"env": "CORS_ORIGINS"})
+    static_site_dir: Path = field(
+        default=Path(__file__).resolve().parent.parent / "static_site", metadata={"env": "STATIC_SITE_DIR"}
+    )
+    max_queue_depth: int = field(default=500, metadata={"env": "MAX_QUEUE_DEPTH"})
+
+    def __post_init__(self) -> None:
+        for name in ("max_upload_bytes", "max_pixels", "max_dequeue_count", "lease_seconds"):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{_env_name(name)} must be positive")
+        if self.max_faces < 0 or self.torch_threads < 0 or self.retention_hours <= 0:
+            raise SettingsError("MAX_FACES and TORCH_THREADS must be >= 0, JOB_RETENTION_HOURS > 0")
+
+    @property
+    def poison_queue(self) -> str:
+        # The Functions host's own naming rule for messages it gave up on.
+        return f"{self.jobs_queue}-poison"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        values = {}
+        for f in fields(cls):
+            name = f.metadata["env"]
+            if name not in env:
+                continue
+            raw = env[name]
+            try:
+                values[f.name] = _parse(f.type, raw)
+            except ValueError as error:
+                raise SettingsError(f"{name}: {error}") from None
+        return cls(**values)
+
+    def with_changes(self, **changes) -> "Settings":
+        return replace(self, **changes)
+
+
+def _parse(type_name: str, raw: str):
+    if type_name == "bool":
+        return _bool(raw)
+    if type_name == "int":
+        return int(raw)
+    if type_name == "float":
+        return float(raw)
+    if type_name == "Path":
+        return Path(raw)
+    if type_name.startswith("tuple"):
+        return _csv(raw)
+    return raw
+
+
+def _env_name(field_name: str) -> str:
+    return next(f.metadata["env"] for f in fields(Settings) if f.name == field_name)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first use."""
+    return Settings.from_env()

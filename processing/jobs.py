@@ -1,0 +1,275 @@
+"""Jobs: the record, its state machine, and the repository over Table Storage.
+
+Every transition is a conditional update on the row's ETag, so two workers, a retried
+message or a crashed worker can never produce two results or lose one: whoever loses
+the race re-reads the row and sees what happened.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timedelta, timezone
+from typing import Any, Iterator
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+from azure.data.tables import TableClient, UpdateMode
+
+QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
+TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
+# Which transitions exist; anything else is a bug or a lost race.
+TRANSITIONS = {
+    QUEUED: {RUNNING, FAILED, CANCELLED},
+    RUNNING: {RUNNING, SUCCEEDED, FAILED, CANCELLED},  # running -> running: a takeover
+    SUCCEEDED: set(),
+    FAILED: set(),
+    CANCELLED: set(),
+}
+ROW_KEY = "job"
+_JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+class JobNotFound(LookupError):
+    pass
+
+
+class LeaseLost(RuntimeError):
+    """Another worker took the job over (or it was deleted) while this one ran it."""
+
+
+class InvalidTransition(RuntimeError):
+    pass
+
+
+def new_job_id() -> str:
+    return secrets.token_hex(16)  # 128 random bits: the id is the capability to read the job
+
+
+def is_job_id(value: str) -> bool:
+    return bool(_JOB_ID.match(value))
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class Job:
+    id: str
+    status: str = QUEUED
+    stage: str = "queued"
+    progress: float = 0.0
+    options: dict[str, Any] = field(default_factory=dict)
+    created_at: datetime = field(default_factory=utcnow)
+    updated_at: datetime = field(default_factory=utcnow)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    expires_at: datetime | None = None
+    filename: str = ""  # for display and download names only, never a path
+    input_blob: str = ""
+    input_width: int = 0
+    input_height: int = 0
+    input_format: str = ""
+    result_blob: str = ""
+    result_content_type: str = ""
+    result_width: int = 0
+    result_height: int = 0
+    face_count: int | None = None
+    faces: list[dict[str, Any]] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    error: str = ""
+    error_code: str = ""
+    attempts: int = 0
+    lease_owner: str = ""
+    lease_until: datetime | None = None
+    owner: str = ""  # who submitted it (API key id or principal), "" when anonymous
+    batch_id: str = ""
+    etag: str | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    def lease_expired(self, now: datetime) -> bool:
+        return self.lease_until is None or self.lease_until <= now
+
+
+_JSON_FIELDS = {"options", "faces", "timings"}
+_NOT_STORED = {"id", "etag"}
+
+
+def to_entity(job: Job) -> dict[str, Any]:
+    entity: dict[str, Any] = {"PartitionKey": job.id, "RowKey": ROW_KEY}
+    for name, value in asdict(job).items():
+        if name in _NOT_STORED or value is None:
+            continue
+        entity[name] = json.dumps(value) if name in _JSON_FIELDS else value
+    return entity
+
+
+def from_entity(entity: dict[str, Any]) -> Job:
+    known = {f.name for f in fields(Job)} - _NOT_STORED
+    values: dict[str, Any] = {}
+    for name in known:
+        if name not in entity:
+            continue
+        value = entity[name]
+        if name in _JSON_FIELDS:
+            value = json.loads(value) if value else type(getattr(Job(id=""), name))()
+        elif name == "progress":
+            value = float(value)
+        elif isinstance(value, datetime) and value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        values[name] = value
+    metadata = getattr(entity, "metadata", {}) or {}
+    return Job(id=entity["PartitionKey"], etag=metadata.get("etag"), **values)
+
+
+class JobRepository:
+    def __init__(self, table: TableClient):
+        self.table = table
+
+    # -- reads --------------------------------------------------------------------
+
+    def get(self, job_id: str) -> Job:
+        if not is_job_id(job_id):
+            raise JobNotFound(job_id)
+        try:
+            return from_entity(self.table.get_entity(job_id, ROW_KEY))
+        except ResourceNotFoundError:
+            raise JobNotFound(job_id) from None
+
+    def query(self, filter_: str, parameters: dict[str, Any] | None = None, select: list[str] | None = None) -> Iterator[Job]:
+        for entity in self.table.query_entities(filter_, parameters=parameters or {}, select=select):
+            yield from_entity(entity)
+
+    def queue_position(self, job: Job, limit: int = 1000) -> int:
+        """1 for the next job to run. Counts queued jobs created earlier (a bounded scan;
+        Table Storage has no secondary indexes, and the queue holds only ids)."""
+        ahead = self.table.query_entities(
+            "status eq @queued and created_at lt @created",
+            parameters={"queued": QUEUED, "created": job.created_at},
+            select=["PartitionKey"],
+            results_per_page=limit,
+        )
+        count = 0
+        for _ in ahead:
+            count += 1
+            if count >= limit:
+                break
+        return count + 1
+
+    def expired(self, now: datetime) -> Iterator[Job]:
+        return self.query("expires_at lt @now", {"now": now})
+
+    def stale(self, queued_before: datetime, lease_before: datetime) -> Iterator[Job]:
+        """Queued jobs nobody picked up, and running jobs whose lease ran out long ago:
+        their message may be gone, so the sweeper re-enqueues them."""
+        return self.query(
+            "(status eq @queued and created_at lt @queued_before) or (status eq @running and lease_until lt @lease_before)",
+            {"queued": QUEUED, "running": RUNNING, "queued_before": queued_before, "lease_before": lease_before},
+        )
+
+    # -- writes -------------------------------------------------------------------
+
+    def create(self, job: Job) -> Job:
+        job.status, job.stage = QUEUED, "queued"
+        metadata = self.table.create_entity(to_entity(job))
+        job.etag = metadata.get("etag")
+        return job
+
+    def save(self, job: Job, new_status: str | None = None) -> Job:
+        """Write ``job`` if nobody changed the row since it was read (ETag), moving it to
+        ``new_status`` if given. Raises ResourceModifiedError when the race is lost and
+        JobNotFound when the row is gone."""
+        if new_status is not None:
+            if new_status not in TRANSITIONS[job.status]:
+                raise InvalidTransition(f"{job.status} -> {new_status}")
+            job.status = new_status
+        job.updated_at = utcnow()
+        try:
+            metadata = self.table.update_entity(
+                to_entity(job), mode=UpdateMode.REPLACE, etag=job.etag, match_condition=MatchConditions.IfNotModified
+            )
+        except ResourceNotFoundError:
+            raise JobNotFound(job.id) from None
+        job.etag = metadata.get("etag")
+        return job
+
+    def claim(self, job_id: str, worker: str, lease: timedelta) -> Job | None:
+        """Take the job for ``worker``: queued -> running, or a takeover of a running job
+        whose lease ran out. None when there is nothing to do (terminal, or another worker
+        holds a live lease)."""
+        while True:
+            job = self.get(job_id)
+            now = utcnow()
+            if job.terminal:
+                return None
+            if job.status == RUNNING and not job.lease_expired(now) and job.lease_owner != worker:
+                return None
+            job.attempts += 1
+            job.lease_owner, job.lease_until = worker, now + lease
+            job.started_at = job.started_at or now
+            job.stage, job.progress = "starting", 0.0
+            job.error = job.error_code = ""
+            try:
+                return self.save(job, RUNNING)
+            except ResourceModifiedError:
+                continue  # someone else moved it; look again
+
+    def heartbeat(self, job: Job, worker: str, lease: timedelta, stage: str | None = None, progress: float | None = None) -> Job:
+        """Record progress and extend the lease; LeaseLost if the job is no longer ours."""
+        if job.lease_owner != worker or job.status != RUNNING:
+            raise LeaseLost(job.id)
+        if stage is not None:
+            job.stage = stage
+        if progress is not None:
+            job.progress = round(float(progress), 4)
+        job.lease_until = utcnow() + lease
+        try:
+            return self.save(job)
+        except (ResourceModifiedError, JobNotFound):
+            raise LeaseLost(job.id) from None
+
+    def finish(self, job: Job, status: str, **changes: Any) -> Job:
+        """The worker's last word on a job it holds. LeaseLost if it is no longer ours."""
+        for name, value in changes.items():
+            setattr(job, name, value)
+        job.finished_at = utcnow()
+        job.stage = {SUCCEEDED: "done", FAILED: "failed", CANCELLED: "cancelled"}[status]
+        job.progress = 1.0 if status == SUCCEEDED else job.progress
+        job.lease_owner, job.lease_until = "", None
+        try:
+            return self.save(job, status)
+        except (ResourceModifiedError, JobNotFound):
+            raise LeaseLost(job.id) from None
+
+    def fail(self, job_id: str, code: str, reason: str) -> Job | None:
+        """Mark a job failed from whatever non-terminal state it is in (poison messages,
+        undecodable input). None if it is already terminal or gone."""
+        while True:
+            try:
+                job = self.get(job_id)
+            except JobNotFound:
+                return None
+            if job.terminal:
+                return None
+            job.error_code, job.error = code, reason
+            job.finished_at = utcnow()
+            job.stage = "failed"
+            job.lease_owner, job.lease_until = "", None
+            try:
+                return self.save(job, FAILED)
+            except ResourceModifiedError:
+                continue
+            except JobNotFound:
+                return None
+
+    def delete(self, job_id: str) -> None:
+        try:
+            self.table.delete_entity(job_id, ROW_KEY)
+        except ResourceNotFoundError:
+            pass

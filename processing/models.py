@@ -1,0 +1,65 @@
+"""The three networks, built from their upstream classes and loaded from explicit paths.
+
+Loading goes through ``torch.load(weights_only=True)`` on a file that weights.py has
+verified; facexlib's own ``init_*_model`` helpers are bypassed because they download
+missing files into the working directory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import _compat  # noqa: F401  (must run before gfpgan/basicsr are imported)
+
+import torch
+from facexlib.detection.retinaface import RetinaFace
+from facexlib.parsing.parsenet import ParseNet
+from gfpgan.archs.gfpganv1_clean_arch import GFPGANv1Clean
+
+
+def new_gfpgan() -> GFPGANv1Clean:
+    # The configuration GFPGANer uses for v1.2-v1.4 ("clean" architecture).
+    return GFPGANv1Clean(
+        out_size=512,
+        num_style_feat=512,
+        channel_multiplier=2,
+        decoder_load_path=None,
+        fix_decoder=False,
+        num_mlp=8,
+        input_is_latent=True,
+        different_w=True,
+        narrow=1,
+        sft_half=True,
+    )
+
+
+def new_detector() -> RetinaFace:
+    return RetinaFace(network_name="resnet50", half=False, device=torch.device("cpu"))
+
+
+def new_parser() -> ParseNet:
+    return ParseNet(in_size=512, out_size=512, parsing_ch=19)
+
+
+def _state_dict(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_gfpgan(path: Path) -> GFPGANv1Clean:
+    checkpoint = _state_dict(path)
+    net = new_gfpgan()
+    net.load_state_dict(checkpoint["params_ema" if "params_ema" in checkpoint else "params"], strict=True)
+    return net.eval()
+
+
+def load_detector(path: Path) -> RetinaFace:
+    state = {key.removeprefix("module."): value for key, value in _state_dict(path).items()}
+    net = new_detector()
+    net.load_state_dict(state, strict=True)
+    return net.eval()
+
+
+def load_parser(path: Path) -> ParseNet:
+    net = new_parser()
+    net.load_state_dict(_state_dict(path), strict=True)
+    return net.eval()

@@ -1,0 +1,146 @@
+"""Blob, Queue and Table clients: one place that knows how to reach the storage account.
+
+Locally (Azurite) a connection string; in Azure the account's service URLs with a
+managed identity, never an account key. Queue messages are base64, which is what the
+Functions queue trigger expects by default (host.json leaves ``messageEncoding`` alone).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cached_property
+
+from azure.core.exceptions import ResourceExistsError
+from azure.data.tables import TableServiceClient
+from azure.storage.blob import BlobServiceClient, ContentSettings
+from azure.storage.queue import BinaryBase64DecodePolicy, BinaryBase64EncodePolicy, QueueClient
+
+from .config import Settings, SettingsError, azurite_connection_string
+
+# The SDKs retry transient failures themselves; these bound how long a request may hang.
+_TIMEOUTS = {"connection_timeout": 10, "read_timeout": 60}
+
+
+def _connection_string(settings: Settings) -> str:
+    raw = settings.storage_connection_string
+    # The Functions tooling's shorthand; the Tables SDK does not understand it.
+    return azurite_connection_string() if raw.strip().lower() == "usedevelopmentstorage=true" else raw
+
+
+def _credential(settings: Settings):
+    from azure.identity import DefaultAzureCredential
+
+    client_id = settings.managed_identity_client_id or None
+    return DefaultAzureCredential(managed_identity_client_id=client_id)
+
+
+@dataclass
+class Storage:
+    """Lazily-built clients for one storage account, shared by the API and the worker."""
+
+    settings: Settings
+
+    def __post_init__(self) -> None:
+        s = self.settings
+        if not (s.storage_connection_string or s.storage_account_name or s.blob_service_uri):
+            raise SettingsError(
+                "storage is not configured: set AzureWebJobsStorage to a connection string "
+                "(UseDevelopmentStorage=true for Azurite) or AzureWebJobsStorage__accountName"
+            )
+
+    def _service_url(self, kind: str, explicit: str) -> str:
+        return explicit or f"https://{self.settings.storage_account_name}.{kind}.core.windows.net"
+
+    @cached_property
+    def _identity(self):
+        return _credential(self.settings)
+
+    @cached_property
+    def blobs(self) -> BlobServiceClient:
+        if self.settings.storage_connection_string:
+            return BlobServiceClient.from_connection_string(_connection_string(self.settings), **_TIMEOUTS)
+        return BlobServiceClient(self._service_url("blob", self.settings.blob_service_uri), self._identity, **_TIMEOUTS)
+
+    @cached_property
+    def tables(self) -> TableServiceClient:
+        if self.settings.storage_connection_string:
+            return TableServiceClient.from_connection_string(_connection_string(self.settings))
+        return TableServiceClient(self._service_url("table", self.settings.table_service_uri), credential=self._identity)
+
+    def queue(self, name: str) -> QueueClient:
+        # The service client does not hand its encode policy on to get_queue_client(), so
+        # each queue client is built with the codec itself.
+        codec = {"message_encode_policy": BinaryBase64EncodePolicy(), "message_decode_policy": BinaryBase64DecodePolicy()}
+        if self.settings.storage_connection_string:
+            return QueueClient.from_connection_string(_connection_string(self.settings), name, **codec, **_TIMEOUTS)
+        url = self._service_url("queue", self.settings.queue_service_uri)
+        return QueueClient(url, name, credential=self._identity, **codec, **_TIMEOUTS)
+
+    @cached_property
+    def jobs_queue(self) -> QueueClient:
+        return self.queue(self.settings.jobs_queue)
+
+    @cached_property
+    def poison_queue(self) -> QueueClient:
+        return self.queue(self.settings.poison_queue)
+
+    def container(self, name: str):
+        return self.blobs.get_container_client(name)
+
+    # -- blobs ------------------------------------------------------------------------
+
+    def put_blob(self, container: str, name: str, data: bytes, content_type: str) -> None:
+        self.container(container).upload_blob(
+            name, data, overwrite=True, content_settings=ContentSettings(content_type=content_type)
+        )
+
+    def get_blob(self, container: str, name: str) -> bytes:
+        return self.container(container).download_blob(name).readall()
+
+    def delete_prefix(self, container: str, prefix: str) -> int:
+        client = self.container(container)
+        names = [blob.name for blob in client.list_blobs(name_starts_with=prefix)]
+        for name in names:
+            client.delete_blob(name, delete_snapshots="include")
+        return len(names)
+
+    # -- queue ------------------------------------------------------------------------
+
+    def enqueue_job(self, job_id: str) -> None:
+        self.jobs_queue.send_message(encode_job_message(job_id))
+
+    def ensure_resources(self) -> None:
+        """Create containers, queues and the table if absent (Azurite, first local run).
+        In Azure the Bicep template creates them and this is a no-op."""
+        for name in (self.settings.uploads_container, self.settings.results_container):
+            _ignore_exists(self.container(name).create_container)
+        for client in (self.jobs_queue, self.poison_queue):
+            _ignore_exists(client.create_queue)
+        self.tables.create_table_if_not_exists(self.settings.jobs_table)
+
+
+def _ignore_exists(create) -> None:
+    try:
+        create()
+    except ResourceExistsError:
+        pass
+
+
+def encode_job_message(job_id: str) -> bytes:
+    """The queue message: the job id only (claim check), as JSON bytes; the queue client
+    base64-encodes it on the wire."""
+    return json.dumps({"job_id": job_id}).encode()
+
+
+def decode_job_message(body: bytes | str) -> str:
+    """The job id from a message body (already base64-decoded by the client or the host).
+    Raises ValueError for anything that is not our message."""
+    try:
+        payload = json.loads(body)
+    except (TypeError, ValueError, UnicodeDecodeError):
+        raise ValueError("queue message is not JSON") from None
+    job_id = payload.get("job_id") if isinstance(payload, dict) else None
+    if not isinstance(job_id, str) or not job_id:
+        raise ValueError("queue message has no job_id")
+    return job_id

@@ -1,0 +1,273 @@
+"""The worker: handle one job message, and a polling loop that runs the same handler
+without the Functions host.
+
+A job is claimed with an ETag-guarded transition and a lease; progress reports renew the
+lease. A worker that dies leaves its message to reappear; the next delivery finds the
+lease expired and takes the job over. Results are written under fixed names before the
+final transition, so a takeover overwrites rather than duplicates them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Callable
+
+from azure.core.exceptions import AzureError, ResourceNotFoundError
+
+from . import images
+from .config import Settings
+from .jobs import SUCCEEDED, Job, JobNotFound, JobRepository, LeaseLost, utcnow
+from .options import JobOptions
+from .service import face_blob_name, result_blob_name
+from .storage import Storage, decode_job_message
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to a message. ``retry_after`` set: leave the message for later."""
+
+    status: str  # succeeded | failed | skipped | missing | lost | busy
+    detail: str = ""
+    retry_after: float | None = None
+
+
+class PermanentFailure(Exception):
+    """The job cannot succeed however often it is retried; ``code`` and str() go to the user."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+class JobHandler:
+    """Runs one job end to end. The engine is created on first use and kept for the life of
+    the process, so only the first job pays for loading the models."""
+
+    def __init__(self, settings: Settings, storage: Storage, engine_factory: Callable[[], object], worker_id: str | None = None):
+        self.settings = settings
+        self.storage = storage
+        self.jobs = JobRepository(storage.tables.get_table_client(settings.jobs_table))
+        self._engine_factory = engine_factory
+        self._engine = None
+        self._engine_lock = threading.Lock()
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.lease = timedelta(seconds=settings.lease_seconds)
+
+    @property
+    def engine(self):
+        with self._engine_lock:
+            if self._engine is None:
+                self._engine = self._engine_factory()
+            return self._engine
+
+    def handle_message(self, body: bytes | str, dequeue_count: int = 1) -> Outcome:
+        try:
+            job_id = decode_job_message(body)
+        except ValueError as error:
+            log.error("dropping malformed queue message: %s", error)
+            return Outcome("missing", str(error))
+        return self.handle(job_id, dequeue_count)
+
+    def handle(self, job_id: str, dequeue_count: int = 1) -> Outcome:
+        try:
+            job = self.jobs.claim(job_id, self.worker_id, self.lease)
+        except JobNotFound:
+            log.warning("message for unknown job %s dropped", job_id)
+            return Outcome("missing", "no such job")
+        if job is None:
+            current = self._peek(job_id)
+            if current is not None and not current.terminal and current.lease_until is not None:
+                wait = (current.lease_until - utcnow()).total_seconds()
+                return Outcome("busy", "another worker holds the job", retry_after=max(1.0, wait + 1))
+            return Outcome("skipped", "already finished")
+
+        log.info("job %s: attempt %d on %s", job_id, job.attempts, self.worker_id)
+        try:
+            return self._run(job)
+        except LeaseLost:
+            log.warning("job %s: lease lost (taken over or deleted); stopping", job_id)
+            return Outcome("lost", "lease lost")
+        except PermanentFailure as failure:
+            self.jobs.fail(job_id, failure.code, str(failure))
+            return Outcome("failed", str(failure))
+        except Exception as error:  # noqa: BLE001  (any other error may be transient)
+            log.exception("job %s: attempt %d failed", job_id, job.attempts)
+            if dequeue_count >= self.settings.max_dequeue_count:
+                reason = f"processing failed {dequeue_count} times ({error.__class__.__name__}); giving up"
+                self.jobs.fail(job_id, "processing_failed", reason)
+                return Outcome("failed", reason)
+            self._release(job, error)
+            raise
+
+    def _peek(self, job_id: str) -> Job | None:
+        try:
+            return self.jobs.get(job_id)
+        except JobNotFound:
+            return None
+
+    def _run(self, job: Job) -> Outcome:
+        started = time.perf_counter()
+        options = JobOptions(**job.options)
+
+        def report(stage: str, fraction: float) -> None:
+            nonlocal job
+            job = self.jobs.heartbeat(job, self.worker_id, self.lease, stage, fraction)
+
+        report("loading", 0.01)
+        try:
+            data = self.storage.get_blob(self.settings.uploads_container, job.input_blob)
+        except ResourceNotFoundError:
+            raise PermanentFailure("input_missing", "the uploaded image is gone (deleted or expired)") from None
+        try:
+            decoded = images.decode(data, self.settings.max_pixels)
+        except images.ImageRejected as rejected:
+            raise PermanentFailure(rejected.code, str(rejected)) from None
+
+        engine = self.engine
+        result = engine.restore(decoded.pixels, options.restore_options(self.settings.max_faces), report)
+
+        report("saving", 0.92)
+        encoded = images.encode(result.image, options.output_format, options.quality)
+        results = self.settings.results_container
+        result_blob = result_blob_name(job.id, options.output_format)
+        self.storage.put_blob(results, result_blob, encoded, images.content_type(options.output_format))
+        faces = []
+        for index, item in enumerate(result.faces):
+            self.storage.put_blob(results, face_blob_name(job.id, index, "before"), images.encode(item.before), "image/png")
+            self.storage.put_blob(results, face_blob_name(job.id, index, "after"), images.encode(item.after), "image/png")
+            faces.append({"box": [round(v, 1) for v in item.face.box], "score": round(item.face.score, 4)})
+
+        timings = {name: round(seconds, 3) for name, seconds in result.timings.items()}
+        timings["total"] = round(time.perf_counter() - started, 3)
+        self.jobs.finish(
+            job,
+            SUCCEEDED,
+            result_blob=result_blob,
+            result_content_type=images.content_type(options.output_format),
+            result_width=int(result.image.shape[1]),
+            result_height=int(result.image.shape[0]),
+            face_count=len(faces),
+            faces=faces,
+            timings=timings,
+        )
+        log.info("job %s: succeeded with %d faces in %.1fs", job.id, len(faces), timings["total"])
+        return Outcome("succeeded")
+
+    def _release(self, job: Job, error: Exception) -> None:
+        """Give the lease back so the retry of this message can take the job at once."""
+        try:
+            current = self.jobs.get(job.id)
+            if current.lease_owner == self.worker_id:
+                current.lease_until = utcnow()
+                current.stage = f"retrying after {error.__class__.__name__}"
+                self.jobs.save(current)
+        except (AzureError, JobNotFound):
+            pass  # the lease will simply run out
+
+
+def mark_poisoned(settings: Settings, storage: Storage, body: bytes | str) -> str | None:
+    """A message the queue gave up on: its job (if any) ends failed, never stuck."""
+    try:
+        job_id = decode_job_message(body)
+    except ValueError:
+        return None
+    repo = JobRepository(storage.tables.get_table_client(settings.jobs_table))
+    repo.fail(job_id, "processing_failed", "the job could not be processed after several attempts")
+    return job_id
+
+
+class PollingWorker:
+    """`python -m processing worker`: the queue trigger's job without the Functions host.
+    One message at a time; its visibility is renewed while the job runs."""
+
+    def __init__(self, settings: Settings, storage: Storage, handler: JobHandler):
+        self.settings = settings
+        self.storage = storage
+        self.handler = handler
+        self.queue = storage.jobs_queue
+        self.visibility = max(5, settings.lease_seconds)
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self, max_messages: int | None = None) -> int:
+        handled = 0
+        while not self._stop.is_set() and (max_messages is None or handled < max_messages):
+            try:
+                message = next(iter(self.queue.receive_messages(max_messages=1, visibility_timeout=self.visibility)), None)
+            except AzureError as error:
+                log.warning("queue unavailable (%s); retrying", error.__class__.__name__)
+                self._stop.wait(min(10.0, self.settings.worker_poll_seconds * 5))
+                continue
+            if message is None:
+                self._stop.wait(self.settings.worker_poll_seconds)
+                continue
+            handled += 1
+            self.process(message)
+        return handled
+
+    def process(self, message) -> Outcome | None:
+        if message.dequeue_count > self.settings.max_dequeue_count:
+            mark_poisoned(self.settings, self.storage, message.content)
+            self.storage.poison_queue.send_message(message.content)
+            self._delete(message)
+            return None
+        keeper = _VisibilityKeeper(self.queue, message, self.visibility)
+        keeper.start()
+        try:
+            outcome = self.handler.handle_message(message.content, message.dequeue_count)
+        except Exception:  # noqa: BLE001  (already logged; the message reappears for a retry)
+            keeper.stop()
+            self._set_visibility(keeper.message, 0)
+            return None
+        keeper.stop()
+        if outcome.retry_after is not None:
+            self._set_visibility(keeper.message, int(outcome.retry_after))
+        else:
+            self._delete(keeper.message)
+        return outcome
+
+    def _delete(self, message) -> None:
+        try:
+            self.queue.delete_message(message.id, message.pop_receipt)
+        except ResourceNotFoundError:
+            pass  # the receipt went stale: the message reappears and the claim skips it
+
+    def _set_visibility(self, message, seconds: int) -> None:
+        try:
+            self.queue.update_message(message.id, message.pop_receipt, visibility_timeout=seconds)
+        except ResourceNotFoundError:
+            pass
+
+
+class _VisibilityKeeper(threading.Thread):
+    """Keeps a message invisible while its job runs (each renewal returns a new receipt)."""
+
+    def __init__(self, queue, message, visibility: int):
+        super().__init__(daemon=True)
+        self.queue = queue
+        self.message = message
+        self.visibility = visibility
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while not self._done.wait(self.visibility / 3):
+            try:
+                updated = self.queue.update_message(self.message.id, self.message.pop_receipt, visibility_timeout=self.visibility)
+                self.message.pop_receipt = updated.pop_receipt
+            except AzureError as error:
+                log.warning("could not renew message visibility: %s", error.__class__.__name__)
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join()

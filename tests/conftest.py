@@ -1,0 +1,185 @@
+"""Shared fixtures: a real Azurite on free ports, stand-in weights, one engine per session."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from processing import weights  # noqa: E402
+from processing.config import Settings, azurite_connection_string  # noqa: E402
+
+STANDIN_DIR = ROOT / ".cache" / "standin-weights"
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port}")
+
+
+@dataclass
+class Azurite:
+    """A real Azurite process with disk persistence, restartable on the same ports."""
+
+    location: Path
+    ports: tuple[int, int, int]
+    process: subprocess.Popen | None = None
+
+    @property
+    def connection_string(self) -> str:
+        return azurite_connection_string("127.0.0.1", *self.ports)
+
+    def start(self) -> None:
+        blob, queue, table = self.ports
+        binary = ROOT / "node_modules" / ".bin" / "azurite"
+        self.process = subprocess.Popen(
+            [str(binary), "--silent", "--skipApiVersionCheck", "--loose", "--location", str(self.location),
+             "--blobHost", "127.0.0.1", "--queueHost", "127.0.0.1", "--tableHost", "127.0.0.1",
+             "--blobPort", str(blob), "--queuePort", str(queue), "--tablePort", str(table)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        for port in self.ports:
+            wait_for_port(port)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory):
+    server = Azurite(tmp_path_factory.mktemp("azurite"), (free_port(), free_port(), free_port()))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def standin_weights() -> Path:
+    """Stand-in checkpoints (real architectures, seeded random parameters), built once and cached."""
+    if not (weights.is_standin_dir(STANDIN_DIR) and all(s.ok for s in weights.check(STANDIN_DIR))):
+        shutil.rmtree(STANDIN_DIR, ignore_errors=True)
+        weights.build_standin(STANDIN_DIR, seed=0)
+    return STANDIN_DIR
+
+
+@pytest.fixture(scope="session")
+def engine(standin_weights):
+    from processing.engine import Engine
+
+    return Engine(standin_weights, threads=2, allow_standin=True, models=("1.4", "1.3"))
+
+
+def unique_name(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def settings(azurite, standin_weights, tmp_path) -> Settings:
+    """Settings with this test's own queue, table and containers, so tests never see each other's jobs."""
+    return Settings(
+        storage_connection_string=azurite.connection_string,
+        jobs_queue=unique_name("jobs-"),
+        jobs_table=unique_name("jobs"),
+        uploads_container=unique_name("uploads-"),
+        results_container=unique_name("results-"),
+        weights_dir=standin_weights,
+        standin_weights=True,
+        torch_threads=2,
+        lease_seconds=30,
+        worker_poll_seconds=0.2,
+    )
+
+
+@pytest.fixture
+def storage(settings):
+    from processing.storage import Storage
+
+    store = Storage(settings)
+    store.ensure_resources()
+    return store
+
+
+@pytest.fixture
+def handler(settings, storage, engine):
+    from processing.worker import JobHandler
+
+    return JobHandler(settings, storage, lambda: engine, worker_id="test-worker")
+
+
+@pytest.fixture
+def client(settings, storage):
+    from fastapi.testclient import TestClient
+
+    from processing.api import create_app
+
+    with TestClient(create_app(settings, storage)) as test_client:
+        yield test_client
+
+
+def astronaut_bgr() -> np.ndarray:
+    from skimage import data
+
+    return cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
+
+
+def encoded(pixels: np.ndarray, ext: str = ".png", params: list[int] | None = None) -> bytes:
+    ok, buffer = cv2.imencode(ext, pixels, params or [])
+    assert ok
+    return buffer.tobytes()
+
+
+@pytest.fixture(scope="session")
+def astronaut_png() -> bytes:
+    return encoded(astronaut_bgr())
+
+
+def env_for(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment variables that make a subprocess see ``settings``."""
+    env = dict(os.environ)
+    env.update(
+        AzureWebJobsStorage=settings.storage_connection_string,
+        JOBS_QUEUE=settings.jobs_queue,
+        JOBS_TABLE=settings.jobs_table,
+        UPLOADS_CONTAINER=settings.uploads_container,
+        RESULTS_CONTAINER=settings.results_container,
+        WEIGHTS_DIR=str(settings.weights_dir),
+        STANDIN_WEIGHTS="true" if settings.standin_weights else "false",
+        TORCH_THREADS=str(settings.torch_threads),
+        JOB_LEASE_SECONDS=str(settings.lease_seconds),
+        WORKER_POLL_SECONDS=str(settings.worker_poll_seconds),
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
