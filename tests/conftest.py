@@ -183,3 +183,70 @@ def env_for(settings: Settings, **extra: str) -> dict[str, str]:
     )
     env.update(extra)
     return env
+
+
+class LiveStack:
+    """The service as the run command starts it: `python -m processing serve` and
+    `python -m processing worker` as real processes against the test Azurite."""
+
+    def __init__(self, settings: Settings, log_dir: Path, **extra_env: str):
+        self.settings = settings
+        self.port = free_port()
+        self.env = env_for(settings, **extra_env)
+        self.log_dir = log_dir
+        self.api: subprocess.Popen | None = None
+        self.workers: list[subprocess.Popen] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _spawn(self, name: str, *args: str) -> subprocess.Popen:
+        log = open(self.log_dir / f"{name}.log", "ab")
+        return subprocess.Popen([sys.executable, "-m", "processing", *args], cwd=ROOT, env=self.env,
+                                stdout=log, stderr=subprocess.STDOUT)
+
+    def start_api(self) -> None:
+        self.api = self._spawn("api", "serve", "--port", str(self.port))
+        wait_for_port(self.port, timeout=60)
+
+    def start_worker(self) -> subprocess.Popen:
+        worker = self._spawn(f"worker{len(self.workers)}", "worker")
+        self.workers.append(worker)
+        return worker
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}" for p in sorted(self.log_dir.glob("*.log")))
+
+    def stop(self) -> None:
+        for process in [self.api, *self.workers]:
+            if process is not None and process.poll() is None:
+                process.terminate()
+        for process in [self.api, *self.workers]:
+            if process is not None:
+                try:
+                    process.wait(15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+
+
+@pytest.fixture
+def live_stack(settings, storage, tmp_path):
+    """API + one worker process. Tests may start more workers or kill them."""
+    stack = LiveStack(settings, tmp_path)
+    stack.start_api()
+    stack.start_worker()
+    yield stack
+    stack.stop()
+
+
+def wait_for_status(base_url: str, job_id: str, statuses=("succeeded", "failed"), timeout: float = 180.0) -> dict:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        body = httpx.get(f"{base_url}/api/jobs/{job_id}", timeout=10).json()
+        if body["status"] in statuses:
+            return body
+        time.sleep(0.3)
+    raise TimeoutError(f"job {job_id} still {body['status']} after {timeout}s")
