@@ -1,0 +1,134 @@
+// Identities and the only roles they get.
+//
+// app identity  -> used by the running container (Functions host + our code + KEDA scaler
+//                  + image pulls). Data-plane roles on the one storage account, AcrPull on
+//                  the one registry. No control-plane rights, no account keys.
+// deploy identity -> used only by the deployment script that switches the static website on
+//                  (a blob *service property*, which needs Storage Account Contributor).
+//                  Kept separate so the app never holds a control-plane role.
+
+param location string
+param appIdentityName string
+param deployIdentityName string
+param storageAccountName string
+param registryName string
+
+@description('Object id of the person or service principal running the deployment; gets Storage Blob Data Contributor so it can upload the page to $web with --auth-mode login. Empty: no assignment.')
+param deployerPrincipalId string = ''
+
+@allowed([
+  'User'
+  'ServicePrincipal'
+  'Group'
+])
+param deployerPrincipalType string = 'User'
+
+param tags object = {}
+
+// Built-in role definition ids (https://learn.microsoft.com/azure/role-based-access-control/built-in-roles).
+var roles = {
+  storageBlobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
+  storageBlobDataContributor: 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
+  storageQueueDataContributor: '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
+  storageTableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160d3a3'
+  storageAccountContributor: '17d1049b-9a84-46fb-8f53-869881c3d3ab'
+  acrPull: '7f951dda-4ed3-4680-a7ca-43fe172d538d'
+}
+
+resource storage 'Microsoft.Storage/storageAccounts@2024-01-01' existing = {
+  name: storageAccountName
+}
+
+resource registry 'Microsoft.ContainerRegistry/registries@2023-07-01' existing = {
+  name: registryName
+}
+
+resource appIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
+  name: appIdentityName
+  location: location
+  tags: tags
+}
+
+resource deployIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
+  name: deployIdentityName
+  location: location
+  tags: tags
+}
+
+// Blob Data Owner (not just Contributor) because the Functions host's own use of
+// AzureWebJobsStorage (leases, timer locks, host secrets) is documented to need it; it also
+// covers user-delegation SAS for result downloads.
+resource appBlob 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, appIdentity.id, roles.storageBlobDataOwner)
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataOwner)
+    principalId: appIdentity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// Queue Data Contributor covers peek/receive/delete (and so Message Processor) plus
+// creating the poison queue, which the host does on first use.
+resource appQueue 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, appIdentity.id, roles.storageQueueDataContributor)
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageQueueDataContributor)
+    principalId: appIdentity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource appTable 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, appIdentity.id, roles.storageTableDataContributor)
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageTableDataContributor)
+    principalId: appIdentity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource appAcrPull 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(registry.id, appIdentity.id, roles.acrPull)
+  scope: registry
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.acrPull)
+    principalId: appIdentity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource deployStorageAccountContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, deployIdentity.id, roles.storageAccountContributor)
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageAccountContributor)
+    principalId: deployIdentity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource deployerBlob 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(deployerPrincipalId)) {
+  name: guid(storage.id, deployerPrincipalId, roles.storageBlobDataContributor)
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
+    principalId: deployerPrincipalId
+    principalType: deployerPrincipalType
+  }
+}
+
+output appIdentityId string = appIdentity.id
+output appIdentityClientId string = appIdentity.properties.clientId
+output appIdentityPrincipalId string = appIdentity.properties.principalId
+output deployIdentityId string = deployIdentity.id
+// Returned so that consumers can depend on the assignments existing before they start.
+output appRoleAssignmentIds array = [
+  appBlob.id
+  appQueue.id
+  appTable.id
+  appAcrPull.id
+]
+output deployRoleAssignmentId string = deployStorageAccountContributor.id
