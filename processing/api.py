@@ -14,17 +14,19 @@ from azure.core.exceptions import AzureError, HttpResponseError
 from fastapi import FastAPI, Form, Request, Response, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
+from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import weights
+from .batches import BatchNotFound, summary
 from .config import Settings
 from .images import ImageRejected
 from .jobs import TERMINAL, Job, JobNotFound
 from .options import JobOptions
-from .service import Download, JobService, NotReady, ServiceBusy
+from .service import BatchNotReady, Download, JobService, NotReady, ServiceBusy
 from .storage import Storage
 
 log = logging.getLogger(__name__)
@@ -57,7 +59,9 @@ class ErrorResponse(BaseModel):
 class JobLinks(BaseModel):
     self: str
     input: str
+    before: str = Field(description="The pixels that were restored: the input after preprocessing")
     result: str | None = None
+    batch: str | None = None
 
 
 class FaceView(BaseModel):
@@ -93,8 +97,42 @@ class JobView(BaseModel):
     attempts: int = 0
     error: ErrorBody | None = None
     timings: dict[str, float] = {}
+    preprocessing: list[str] = Field([], description="Preprocessing steps applied, in order")
+    batch_id: str | None = None
     standin_weights: bool = False
     links: JobLinks
+
+
+class BatchSubmission(JobOptions):
+    """multipart/form-data: several images (or one zip of them) plus options for all."""
+
+    files: list[UploadFile] = Field(description="JPEG, PNG or WebP images, or a zip of them")
+
+    def options(self) -> JobOptions:
+        return JobOptions(**self.model_dump(exclude={"files"}))
+
+
+class BatchJob(BaseModel):
+    id: str
+    filename: str
+    status: str
+    stage: str
+    progress: float
+    error: ErrorBody | None = None
+    links: JobLinks
+
+
+class BatchView(BaseModel):
+    id: str
+    total: int
+    counts: dict[str, int]
+    progress: float
+    done: bool
+    created_at: datetime
+    expires_at: datetime | None = None
+    jobs: list[BatchJob]
+    rejected: list[dict[str, str]] = Field([], description="Files that were not accepted, with the reason")
+    links: dict[str, str]
 
 
 class HealthView(BaseModel):
@@ -151,11 +189,40 @@ def job_view(job: Job, position: int | None, standin: bool) -> JobView:
         face_count=job.face_count,
         faces=faces,
         attempts=job.attempts,
-        error=ErrorBody(code=job.error_code or "failed", message=job.error) if job.status == "failed" else None,
+        error=_job_error(job),
         timings=job.timings,
+        preprocessing=job.preprocessing,
+        batch_id=job.batch_id or None,
         standin_weights=standin,
-        links=JobLinks(self=base, input=f"{base}/input", result=f"{base}/result" if done else None),
+        links=job_links(job),
     )
+
+
+def job_links(job: Job) -> JobLinks:
+    base = f"/api/jobs/{job.id}"
+    return JobLinks(
+        self=base,
+        input=f"{base}/input",
+        before=f"{base}/before",
+        result=f"{base}/result" if job.status == "succeeded" else None,
+        batch=f"/api/batches/{job.batch_id}" if job.batch_id else None,
+    )
+
+
+def _job_error(job: Job) -> ErrorBody | None:
+    return ErrorBody(code=job.error_code or "failed", message=job.error) if job.status == "failed" else None
+
+
+def batch_view(batch, members: list[Job]) -> BatchView:
+    base = f"/api/batches/{batch.id}"
+    jobs = [
+        BatchJob(id=j.id, filename=j.filename, status=j.status, stage=j.stage, progress=j.progress,
+                 error=_job_error(j), links=job_links(j))
+        for j in members
+    ]
+    return BatchView(id=batch.id, created_at=batch.created_at, expires_at=batch.expires_at, jobs=jobs,
+                     rejected=batch.rejected, links={"self": base, "zip": f"{base}/results.zip"},
+                     **summary(batch, members))
 
 
 def _file_response(download: Download, disposition: str = "inline") -> Response:
@@ -201,35 +268,38 @@ class SecurityHeaders:
 
 
 class BodyLimit:
-    """Refuse bodies over the limit while they arrive, before anything is buffered in full."""
+    """Refuse bodies over the limit while they arrive, before anything is buffered in full.
+    ``limits`` maps a path prefix to its limit; the first match wins."""
 
-    def __init__(self, app, max_bytes: int):
+    def __init__(self, app, limits: list[tuple[str, int]]):
         self.app = app
-        self.max_bytes = max_bytes
+        self.limits = limits
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
             return await self.app(scope, receive, send)
+        max_bytes = next(limit for prefix, limit in self.limits if scope["path"].startswith(prefix))
         declared = dict(scope.get("headers", [])).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            return await self._refuse(send)
+        if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+            return await self._refuse(send, max_bytes)
         seen = 0
 
         async def counting_receive():
             nonlocal seen
             message = await receive()
             seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
+            if seen > max_bytes:
                 raise _BodyTooLarge()
             return message
 
         try:
             await self.app(scope, counting_receive, send)
         except _BodyTooLarge:
-            await self._refuse(send)
+            await self._refuse(send, max_bytes)
 
-    async def _refuse(self, send):
-        response = _error(413, "file_too_large", f"the upload is larger than {self.max_bytes / 1e6:.0f} MB")
+    @staticmethod
+    async def _refuse(send, max_bytes: int):
+        response = _error(413, "file_too_large", f"the upload is larger than {max_bytes / 1e6:.0f} MB")
         await response({"type": "http"}, None, send)
 
 
@@ -252,8 +322,10 @@ def create_app(settings: Settings, storage: Storage | None = None) -> FastAPI:
     app.state.service = service
     app.state.settings = settings
 
-    # Multipart framing adds a little to the file itself.
-    app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes + 64 * 1024)
+    # Multipart framing adds a little to the files themselves.
+    framing = 64 * 1024
+    app.add_middleware(BodyLimit, limits=[("/api/batches", settings.max_batch_bytes + framing),
+                                          ("/", settings.max_upload_bytes + framing)])
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -281,6 +353,14 @@ def create_app(settings: Settings, storage: Storage | None = None) -> FastAPI:
     @app.exception_handler(JobNotFound)
     async def not_found(request: Request, exc: JobNotFound):
         return _error(404, "job_not_found", "no such job (it may have expired or been deleted)")
+
+    @app.exception_handler(BatchNotFound)
+    async def batch_not_found(request: Request, exc: BatchNotFound):
+        return _error(404, "batch_not_found", "no such batch (it may have expired or been deleted)")
+
+    @app.exception_handler(BatchNotReady)
+    async def batch_not_ready(request: Request, exc: BatchNotReady):
+        return _error(409, "not_ready", "some of the batch's jobs are still running", headers={"Retry-After": "2"})
 
     @app.exception_handler(ImageRejected)
     async def rejected(request: Request, exc: ImageRejected):
@@ -344,6 +424,11 @@ def create_app(settings: Settings, storage: Storage | None = None) -> FastAPI:
     def get_input(job_id: str) -> Response:
         return _file_response(service.original(job_id))
 
+    @app.get("/api/jobs/{job_id}/before", responses={200: {"content": {"image/png": {}}}, **errors},
+             summary="The image the engine restored (the input after preprocessing)")
+    def get_before(job_id: str) -> Response:
+        return _file_response(service.before(job_id))
+
     @app.get("/api/jobs/{job_id}/faces/{index}/{which}", responses={200: {"content": {"image/png": {}}}, **errors},
              summary="One face, aligned, before or after restoration")
     def get_face(job_id: str, index: int, which: Literal["before", "after"]) -> Response:
@@ -352,6 +437,45 @@ def create_app(settings: Settings, storage: Storage | None = None) -> FastAPI:
     @app.delete("/api/jobs/{job_id}", status_code=204, responses=errors, summary="Delete a job and its images now")
     def delete_job(job_id: str) -> Response:
         service.delete(job_id)
+        return Response(status_code=204)
+
+    @app.post(
+        "/api/batches",
+        status_code=202,
+        response_model=BatchView,
+        responses={413: {"model": ErrorResponse}, 415: {"model": ErrorResponse}, 422: {"model": ErrorResponse},
+                   503: {"model": ErrorResponse}},
+        summary="Submit several photos (or a zip) with the same options: one job each",
+    )
+    def submit_batch(response: Response, form: Annotated[BatchSubmission, Form()]) -> BatchView:
+        files = [(f.filename or "", f.file.read(settings.max_batch_bytes + 1)) for f in form.files]
+        batch = service.submit_batch(files, form.options())
+        response.headers["Location"] = f"/api/batches/{batch.id}"
+        response.headers["Retry-After"] = str(POLL_SECONDS)
+        return batch_view(*service.batch(batch.id))
+
+    @app.get("/api/batches/{batch_id}", response_model=BatchView, responses=errors, summary="Batch progress")
+    def get_batch(batch_id: str, response: Response) -> BatchView:
+        view_ = batch_view(*service.batch(batch_id))
+        if not view_.done:
+            response.headers["Retry-After"] = str(POLL_SECONDS)
+        response.headers["Cache-Control"] = "no-store"
+        return view_
+
+    @app.get("/api/batches/{batch_id}/results.zip", responses={200: {"content": {"application/zip": {}}}, **errors},
+             summary="Every restored image of a finished batch, as one zip")
+    def get_batch_zip(batch_id: str) -> StreamingResponse:
+        spool = service.batch_zip(batch_id)
+        return StreamingResponse(
+            iter(lambda: spool.read(1 << 20), b""),
+            media_type="application/zip",
+            headers={"Content-Disposition": f'attachment; filename="restored-{batch_id[:8]}.zip"'},
+            background=BackgroundTask(spool.close),
+        )
+
+    @app.delete("/api/batches/{batch_id}", status_code=204, responses=errors, summary="Delete a batch and all its jobs")
+    def delete_batch(batch_id: str) -> Response:
+        service.delete_batch(batch_id)
         return Response(status_code=204)
 
     @app.get("/api/health", response_model=HealthView, summary="Storage reachable, weights present, queue depth")

@@ -92,6 +92,12 @@ class Settings:
     )
     max_queue_depth: int = field(default=500, metadata={"env": "MAX_QUEUE_DEPTH"})
 
+    # Batches.
+    max_batch_files: int = field(default=50, metadata={"env": "MAX_BATCH_FILES"})
+    max_batch_bytes: int = field(default=200 * 1024 * 1024, metadata={"env": "MAX_BATCH_BYTES"})
+    # How many of one batch's jobs may be on the queue at once (fairness to single jobs).
+    batch_window: int = field(default=2, metadata={"env": "BATCH_WINDOW"})
+
     def __post_init__(self) -> None:
         for name in ("max_upload_bytes", "max_pixels", "max_dequeue_count", "lease_seconds"):
             if getattr(self, name) <= 0:

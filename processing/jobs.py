@@ -87,6 +87,10 @@ class Job:
     lease_until: datetime | None = None
     owner: str = ""  # who submitted it (API key id or principal), "" when anonymous
     batch_id: str = ""
+    batch_index: int = 0
+    # False while a batch job waits for its turn: batches feed the queue a few at a time.
+    enqueued: bool = True
+    preprocessing: list[str] = field(default_factory=list)
     etag: str | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -97,7 +101,7 @@ class Job:
         return self.lease_until is None or self.lease_until <= now
 
 
-_JSON_FIELDS = {"options", "faces", "timings"}
+_JSON_FIELDS = {"options", "faces", "timings", "preprocessing"}
 _NOT_STORED = {"id", "etag"}
 
 
@@ -150,7 +154,7 @@ class JobRepository:
         """1 for the next job to run. Counts queued jobs created earlier (a bounded scan;
         Table Storage has no secondary indexes, and the queue holds only ids)."""
         ahead = self.table.query_entities(
-            "status eq @queued and created_at lt @created",
+            "RowKey eq 'job' and status eq @queued and enqueued eq true and created_at lt @created",
             parameters={"queued": QUEUED, "created": job.created_at},
             select=["PartitionKey"],
             results_per_page=limit,
@@ -163,13 +167,14 @@ class JobRepository:
         return count + 1
 
     def expired(self, now: datetime) -> Iterator[Job]:
-        return self.query("expires_at lt @now", {"now": now})
+        return self.query("RowKey eq 'job' and expires_at lt @now", {"now": now})
 
     def stale(self, queued_before: datetime, lease_before: datetime) -> Iterator[Job]:
         """Queued jobs nobody picked up, and running jobs whose lease ran out long ago:
         their message may be gone, so the sweeper re-enqueues them."""
         return self.query(
-            "(status eq @queued and created_at lt @queued_before) or (status eq @running and lease_until lt @lease_before)",
+            "RowKey eq 'job' and ((status eq @queued and enqueued eq true and created_at lt @queued_before)"
+            " or (status eq @running and lease_until lt @lease_before))",
             {"queued": QUEUED, "running": RUNNING, "queued_before": queued_before, "lease_before": lease_before},
         )
 
@@ -267,6 +272,25 @@ class JobRepository:
                 continue
             except JobNotFound:
                 return None
+
+    def waiting_in_batches(self, created_before: datetime) -> Iterator[Job]:
+        return self.query(
+            "RowKey eq 'job' and status eq @queued and enqueued eq false and created_at lt @before",
+            {"queued": QUEUED, "before": created_before},
+        )
+
+    def in_batch(self, batch_id: str) -> list[Job]:
+        jobs = list(self.query("RowKey eq 'job' and batch_id eq @batch", {"batch": batch_id}))
+        return sorted(jobs, key=lambda job: job.batch_index)
+
+    def mark_enqueued(self, job: Job) -> bool:
+        """Flip a waiting batch job to enqueued; False if someone else did it first."""
+        job.enqueued = True
+        try:
+            self.save(job)
+            return True
+        except (ResourceModifiedError, JobNotFound):
+            return False
 
     def delete(self, job_id: str) -> None:
         try:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from .engine import RestoreOptions
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class JobOptions(BaseModel):
@@ -28,7 +27,45 @@ class JobOptions(BaseModel):
     output_format: Literal["png", "jpeg", "webp"] = Field("png", description="Format of the restored image")
     quality: int = Field(92, ge=1, le=100, description="JPEG/WebP quality (ignored for PNG)")
 
-    def restore_options(self, max_faces: int) -> RestoreOptions:
+    # Preprocessing, applied in this order before faces are detected (images.preprocess).
+    auto_orient: bool = Field(True, description="Turn the photo upright as its camera recorded (EXIF orientation)")
+    crop: str | None = Field(
+        None, description="Keep only this rectangle: x,y,width,height in pixels of the upright photo"
+    )
+    # An int checked by hand: form fields arrive as text, which a Literal of ints refuses.
+    rotate: int = Field(0, description="Rotate clockwise by this many degrees", json_schema_extra={"enum": [0, 90, 180, 270]})
+    max_side: int | None = Field(
+        None, ge=64, le=16384, description="Shrink so the longer side is at most this many pixels (faster)"
+    )
+    denoise: bool = Field(False, description="Reduce grain and JPEG noise before restoring (slower)")
+    auto_contrast: bool = Field(False, description="Stretch faded contrast (old prints)")
+    white_balance: bool = Field(False, description="Remove a colour cast (yellowed or blue photos)")
+
+    @field_validator("rotate")
+    @classmethod
+    def _quarter_turns(cls, value: int) -> int:
+        if value not in (0, 90, 180, 270):
+            raise ValueError("rotate must be 0, 90, 180 or 270")
+        return value
+
+    @field_validator("crop")
+    @classmethod
+    def _crop_shape(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if not re.fullmatch(r"\s*\d+\s*,\s*\d+\s*,\s*\d+\s*,\s*\d+\s*", value):
+            raise ValueError("crop must be x,y,width,height (four whole numbers)")
+        x, y, w, h = (int(part) for part in value.split(","))
+        if w < 16 or h < 16:
+            raise ValueError("crop must be at least 16x16 pixels")
+        return f"{x},{y},{w},{h}"
+
+    def crop_box(self) -> tuple[int, int, int, int] | None:
+        return tuple(int(part) for part in self.crop.split(",")) if self.crop else None  # type: ignore[return-value]
+
+    def restore_options(self, max_faces: int):
+        from .engine import RestoreOptions
+
         return RestoreOptions(
             model=self.model,
             upscale=self.upscale,

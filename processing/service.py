@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import logging
 import re
+import zipfile
 from dataclasses import dataclass
 from datetime import timedelta
 
 from azure.core.exceptions import ResourceNotFoundError
 
 from . import images
+from .batches import ZIP_MAGIC, Batch, BatchRepository, feed, results_zip, unpack_zip
 from .config import Settings
 from .jobs import Job, JobNotFound, JobRepository, SUCCEEDED, new_job_id, utcnow
 from .options import JobOptions
@@ -25,6 +27,10 @@ class ServiceBusy(RuntimeError):
     def __init__(self, message: str, retry_after: int = 30):
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class BatchNotReady(RuntimeError):
+    pass
 
 
 class NotReady(RuntimeError):
@@ -55,6 +61,10 @@ def result_blob_name(job_id: str, fmt: str) -> str:
     return f"{job_id}/restored.{images.extension(fmt)}"
 
 
+def before_blob_name(job_id: str) -> str:
+    return f"{job_id}/before.png"
+
+
 def face_blob_name(job_id: str, index: int, which: str) -> str:
     return f"{job_id}/faces/{index}-{which}.png"
 
@@ -63,7 +73,9 @@ class JobService:
     def __init__(self, settings: Settings, storage: Storage):
         self.settings = settings
         self.storage = storage
-        self.jobs = JobRepository(storage.tables.get_table_client(settings.jobs_table))
+        table = storage.tables.get_table_client(settings.jobs_table)
+        self.jobs = JobRepository(table)
+        self.batches = BatchRepository(table)
 
     # -- submit -------------------------------------------------------------------
 
@@ -72,38 +84,109 @@ class JobService:
         if depth >= self.settings.max_queue_depth:
             raise ServiceBusy(f"{depth} jobs are waiting; the service accepts new ones below {self.settings.max_queue_depth}")
 
-    def submit(self, data: bytes, filename: str, options: JobOptions, *, owner: str = "", batch_id: str = "") -> Job:
-        """Validate, store and enqueue one image. Raises images.ImageRejected, ServiceBusy."""
+    def submit(
+        self, data: bytes, filename: str, options: JobOptions, *, owner: str = "", batch_id: str = "",
+        batch_index: int = 0, enqueue: bool = True,
+    ) -> Job:
+        """Validate, store and (unless ``enqueue`` is False: a batch's waiting job) enqueue
+        one image. Raises images.ImageRejected, ServiceBusy."""
         if len(data) > self.settings.max_upload_bytes:
             raise images.ImageRejected(
                 "file_too_large",
                 f"the file is {len(data) / 1e6:.1f} MB; the limit is {self.settings.max_upload_bytes / 1e6:.0f} MB",
                 status=413,
             )
-        self.check_capacity()
-        decoded = images.decode(data, self.settings.max_pixels)
+        if enqueue:
+            self.check_capacity()
+        decoded = images.decode(data, self.settings.max_pixels, auto_orient=options.auto_orient)
+        images.check_crop(options.crop_box(), decoded.width, decoded.height)
         job = Job(
             id=new_job_id(),
             options=options.model_dump(),
             filename=safe_stem(filename),
-            input_blob=input_blob_name(""),
             input_width=decoded.width,
             input_height=decoded.height,
             input_format=decoded.source_format,
             owner=owner,
             batch_id=batch_id,
+            batch_index=batch_index,
+            enqueued=enqueue,
         )
         job.input_blob = input_blob_name(job.id)
         job.expires_at = job.created_at + timedelta(hours=self.settings.retention_hours)
         # Stored re-encoded: orientation applied, metadata (EXIF, GPS) gone, format known.
         self.storage.put_blob(self.settings.uploads_container, job.input_blob, images.encode(decoded.pixels), "image/png")
         self.jobs.create(job)
-        try:
-            self.storage.enqueue_job(job.id)
-        except Exception:
-            self.jobs.fail(job.id, "enqueue_failed", "the job could not be queued; please submit it again")
-            raise
+        if enqueue:
+            try:
+                self.storage.enqueue_job(job.id)
+            except Exception:
+                self.jobs.fail(job.id, "enqueue_failed", "the job could not be queued; please submit it again")
+                raise
         return job
+
+    # -- batches ------------------------------------------------------------------
+
+    def submit_batch(self, files: list[tuple[str, bytes]], options: JobOptions, *, owner: str = "") -> Batch:
+        """One job per image; images that fail validation are listed, not fatal. Zips are
+        unpacked. Only the first ``batch_window`` jobs go on the queue now."""
+        self.check_capacity()
+        expanded: list[tuple[str, bytes]] = []
+        rejected: list[dict[str, str]] = []
+        for name, data in files:
+            if data.startswith(ZIP_MAGIC):
+                try:
+                    expanded.extend(unpack_zip(data, self.settings.max_batch_files, self.settings.max_batch_bytes))
+                except (ValueError, zipfile.BadZipFile) as error:
+                    rejected.append({"filename": safe_stem(name), "code": "bad_zip", "message": str(error)})
+            else:
+                expanded.append((name, data))
+        if len(expanded) > self.settings.max_batch_files:
+            raise images.ImageRejected(
+                "too_many_files", f"{len(expanded)} images; at most {self.settings.max_batch_files} per batch", 413
+            )
+        batch = Batch(id=new_job_id(), options=options.model_dump(), owner=owner)
+        batch.expires_at = batch.created_at + timedelta(hours=self.settings.retention_hours)
+        for name, data in expanded:
+            try:
+                job = self.submit(data, name, options, owner=owner, batch_id=batch.id,
+                                  batch_index=len(batch.job_ids), enqueue=False)
+            except images.ImageRejected as error:
+                rejected.append({"filename": safe_stem(name), "code": error.code, "message": str(error)})
+                continue
+            batch.job_ids.append(job.id)
+        batch.rejected = rejected
+        if not batch.job_ids:
+            raise images.ImageRejected("no_images", "none of the files is an image we accept: "
+                                       + "; ".join(f"{r['filename']}: {r['message']}" for r in rejected))
+        self.batches.create(batch)
+        feed(self.jobs, self.storage.enqueue_job, batch.id, self.settings.batch_window)
+        return batch
+
+    def batch(self, batch_id: str) -> tuple[Batch, list[Job]]:
+        batch = self.batches.get(batch_id)
+        return batch, self.jobs.in_batch(batch_id)
+
+    def batch_zip(self, batch_id: str):
+        """A zip of every succeeded result, numbered in submission order."""
+        batch, members = self.batch(batch_id)
+        if not all(job.terminal for job in members):
+            raise BatchNotReady(batch_id)
+        done = [job for job in members if job.status == SUCCEEDED]
+
+        def entries():
+            for job in done:
+                ext = job.result_blob.rsplit(".", 1)[-1]
+                data = self._blob(self.settings.results_container, job.result_blob, job.id)
+                yield f"{job.batch_index + 1:03d}-{job.filename}-restored.{ext}", data
+
+        return results_zip(entries())
+
+    def delete_batch(self, batch_id: str) -> None:
+        batch = self.batches.get(batch_id)
+        for job_id in batch.job_ids:
+            self._remove(job_id)
+        self.batches.delete(batch_id)
 
     # -- read -----------------------------------------------------------------------
 
@@ -125,6 +208,15 @@ class JobService:
         job = self.jobs.get(job_id)
         data = self._blob(self.settings.uploads_container, job.input_blob, job_id)
         return Download(data, "image/png", f"{job.filename}.png")
+
+    def before(self, job_id: str) -> Download:
+        """The pixels the engine restored: the input after preprocessing (crop, rotation...),
+        or the stored input when there was none."""
+        job = self.jobs.get(job_id)
+        if not job.preprocessing:
+            return self.original(job_id)
+        data = self._blob(self.settings.results_container, before_blob_name(job_id), job_id)
+        return Download(data, "image/png", f"{job.filename}-before.png")
 
     def face(self, job_id: str, index: int, which: str) -> Download:
         job = self.jobs.get(job_id)
@@ -160,9 +252,12 @@ class JobService:
     def purge_expired(self) -> int:
         """Delete every job past its retention time, with its blobs. The timer runs this;
         blob lifecycle rules in Azure are the backstop for anything it misses."""
-        expired = [job.id for job in self.jobs.expired(utcnow())]
+        now = utcnow()
+        expired = [job.id for job in self.jobs.expired(now)]
         for job_id in expired:
             self._remove(job_id)
+        for batch_id in self.batches.expired(now):
+            self.batches.delete(batch_id)
         if expired:
             log.info("purged %d expired jobs", len(expired))
         return len(expired)
@@ -178,6 +273,10 @@ class JobService:
         stale = [job.id for job in self.jobs.stale(queued_before=now - queued_grace, lease_before=now - lease_grace)]
         for job_id in stale:
             self.storage.enqueue_job(job_id)
+        # Batches whose feeding stopped (a worker died between finishing a job and
+        # enqueueing the next) are topped up again.
+        for batch_id in {job.batch_id for job in self.jobs.waiting_in_batches(now - lease_grace)}:
+            feed(self.jobs, self.storage.enqueue_job, batch_id, self.settings.batch_window)
         if stale:
             log.warning("re-enqueued %d stale jobs", len(stale))
         return len(stale)

@@ -25,7 +25,8 @@ from . import images
 from .config import Settings
 from .jobs import SUCCEEDED, Job, JobNotFound, JobRepository, LeaseLost, utcnow
 from .options import JobOptions
-from .service import face_blob_name, result_blob_name
+from .batches import feed
+from .service import before_blob_name, face_blob_name, result_blob_name
 from .storage import Storage, decode_job_message
 
 log = logging.getLogger(__name__)
@@ -91,19 +92,26 @@ class JobHandler:
             return Outcome("skipped", "already finished")
 
         log.info("job %s: attempt %d on %s", job_id, job.attempts, self.worker_id)
+        outcome = self._attempt(job, dequeue_count)
+        if job.batch_id and outcome.status in ("succeeded", "failed"):
+            # This job's slot in the queue is free: the batch's next image takes it.
+            feed(self.jobs, self.storage.enqueue_job, job.batch_id, self.settings.batch_window)
+        return outcome
+
+    def _attempt(self, job: Job, dequeue_count: int) -> Outcome:
         try:
             return self._run(job)
         except LeaseLost:
-            log.warning("job %s: lease lost (taken over or deleted); stopping", job_id)
+            log.warning("job %s: lease lost (taken over or deleted); stopping", job.id)
             return Outcome("lost", "lease lost")
         except PermanentFailure as failure:
-            self.jobs.fail(job_id, failure.code, str(failure))
+            self.jobs.fail(job.id, failure.code, str(failure))
             return Outcome("failed", str(failure))
         except Exception as error:  # noqa: BLE001  (any other error may be transient)
-            log.exception("job %s: attempt %d failed", job_id, job.attempts)
+            log.exception("job %s: attempt %d failed", job.id, job.attempts)
             if dequeue_count >= self.settings.max_dequeue_count:
                 reason = f"processing failed {dequeue_count} times ({error.__class__.__name__}); giving up"
-                self.jobs.fail(job_id, "processing_failed", reason)
+                self.jobs.fail(job.id, "processing_failed", reason)
                 return Outcome("failed", reason)
             self._release(job, error)
             raise
@@ -128,16 +136,22 @@ class JobHandler:
         except ResourceNotFoundError:
             raise PermanentFailure("input_missing", "the uploaded image is gone (deleted or expired)") from None
         try:
-            decoded = images.decode(data, self.settings.max_pixels)
+            # Orientation was applied when the upload was stored; auto_orient is spent.
+            decoded = images.decode(data, self.settings.max_pixels, auto_orient=False)
+            pixels, steps = images.preprocess(decoded.pixels, options)
         except images.ImageRejected as rejected:
             raise PermanentFailure(rejected.code, str(rejected)) from None
+        results = self.settings.results_container
+        if steps:
+            report("preprocessing", 0.03)
+            # The exact pixels the engine sees: what the page compares the result with.
+            self.storage.put_blob(results, before_blob_name(job.id), images.encode(pixels), "image/png")
 
         engine = self.engine
-        result = engine.restore(decoded.pixels, options.restore_options(self.settings.max_faces), report)
+        result = engine.restore(pixels, options.restore_options(self.settings.max_faces), report)
 
         report("saving", 0.92)
         encoded = images.encode(result.image, options.output_format, options.quality)
-        results = self.settings.results_container
         result_blob = result_blob_name(job.id, options.output_format)
         self.storage.put_blob(results, result_blob, encoded, images.content_type(options.output_format))
         faces = []
@@ -158,6 +172,7 @@ class JobHandler:
             face_count=len(faces),
             faces=faces,
             timings=timings,
+            preprocessing=steps,
         )
         log.info("job %s: succeeded with %d faces in %.1fs", job.id, len(faces), timings["total"])
         return Outcome("succeeded")
