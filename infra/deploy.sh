@@ -203,22 +203,26 @@ for attempt in $(seq 1 40); do
 done
 [ "$healthy" = true ] || die "$API_URL/api/health did not answer 200"
 
-curl --fail --silent --show-error --max-time 30 "$SITE_URL" | grep -qi '<html' \
+# (Each response is captured first: with pipefail, `curl | grep -q` can fail on SIGPIPE.)
+PAGE=$(curl --fail --silent --show-error --max-time 30 "$SITE_URL") \
   || die "the page at $SITE_URL did not load"
-curl --fail --silent --show-error --max-time 30 "${SITE_URL%/}/config.js" | grep -q "$API_URL" \
-  || die "config.js on the static website does not point at $API_URL"
-# CORS: a preflight from the page's origin must be allowed, and only that origin.
-curl --silent --show-error --max-time 30 --output /dev/null --dump-header - \
+grep -qi '<html' <<<"$PAGE" || die "$SITE_URL did not return the page"
+CONFIG_JS=$(curl --fail --silent --show-error --max-time 30 "${SITE_URL%/}/config.js") \
+  || die "config.js is missing on the static website"
+grep -qF "$API_URL" <<<"$CONFIG_JS" || die "config.js on the static website does not point at $API_URL"
+# CORS: a preflight from the page's origin must be allowed.
+PREFLIGHT=$(curl --silent --show-error --max-time 30 --output /dev/null --dump-header - \
   --request OPTIONS "$API_URL/api/jobs" \
   --header "Origin: $SITE_ORIGIN" \
-  --header 'Access-Control-Request-Method: POST' \
-  | grep -qi "^access-control-allow-origin: $SITE_ORIGIN" \
+  --header 'Access-Control-Request-Method: POST' | tr -d '\r')
+grep -qiF "access-control-allow-origin: $SITE_ORIGIN" <<<"$PREFLIGHT" \
   || die "the API does not allow CORS from $SITE_ORIGIN"
 
 if [ -n "$SMOKE_IMAGE" ]; then
   echo "submitting $SMOKE_IMAGE"
-  LOCATION_PATH=$(curl --fail --silent --show-error --max-time 120 --output /dev/null --dump-header - \
-    --form "file=@$SMOKE_IMAGE" "$API_URL/api/jobs" | tr -d '\r' | sed -n 's/^[Ll]ocation: //p')
+  SUBMITTED=$(curl --fail --silent --show-error --max-time 120 --output /dev/null --dump-header - \
+    --form "file=@$SMOKE_IMAGE" "$API_URL/api/jobs" | tr -d '\r')
+  LOCATION_PATH=$(sed -n 's/^[Ll]ocation: //p' <<<"$SUBMITTED")
   [ -n "$LOCATION_PATH" ] || die "no Location header from POST /api/jobs"
   for attempt in $(seq 1 60); do
     STATUS=$(curl --fail --silent --show-error --max-time 30 "$API_URL$LOCATION_PATH" \

@@ -45,7 +45,7 @@ param targetPort int = 8080
 
 param tags object = {}
 
-resource environment 'Microsoft.App/managedEnvironments@2025-07-01' = {
+resource managedEnvironment 'Microsoft.App/managedEnvironments@2025-07-01' = {
   name: environmentName
   location: location
   tags: tags
@@ -67,7 +67,7 @@ resource environment 'Microsoft.App/managedEnvironments@2025-07-01' = {
 
 resource environmentLogs 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
   name: 'to-log-analytics'
-  scope: environment
+  scope: managedEnvironment
   properties: {
     workspaceId: workspaceId
     logs: [
@@ -96,7 +96,7 @@ resource app 'Microsoft.App/containerApps@2025-07-01' = {
     }
   }
   properties: {
-    environmentId: environment.id
+    environmentId: managedEnvironment.id
     workloadProfileName: 'Consumption'
     configuration: {
       activeRevisionsMode: 'Single'
@@ -160,16 +160,16 @@ resource app 'Microsoft.App/containerApps@2025-07-01' = {
               failureThreshold: 3
             }
             {
-              // Generous: a cold replica pulls a large image and imports torch before the
-              // host listens.
+              // Generous (up to 30 + 10 x 15 s): a cold replica imports torch before the host
+              // listens. (ARM caps initialDelaySeconds at 60 and failureThreshold at 10.)
               type: 'Startup'
               tcpSocket: {
                 port: targetPort
               }
-              initialDelaySeconds: 5
-              periodSeconds: 10
+              initialDelaySeconds: 30
+              periodSeconds: 15
               timeoutSeconds: 5
-              failureThreshold: 30
+              failureThreshold: 10
             }
           ]
         }
@@ -208,4 +208,4 @@ resource app 'Microsoft.App/containerApps@2025-07-01' = {
 
 output appName string = app.name
 output apiUrl string = 'https://${app.properties.configuration.ingress.fqdn}'
-output environmentId string = environment.id
+output environmentId string = managedEnvironment.id

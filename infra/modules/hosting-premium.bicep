@@ -72,7 +72,6 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
     httpsOnly: true
     clientAffinityEnabled: false
     publicNetworkAccess: 'Enabled'
-    keyVaultReferenceIdentity: appIdentityId
     siteConfig: {
       linuxFxVersion: 'DOCKER|${image}'
       acrUseManagedIdentityCreds: true

@@ -34,11 +34,6 @@ resource registry 'Microsoft.ContainerRegistry/registries@2023-07-01' = {
     anonymousPullEnabled: false
     publicNetworkAccess: 'Enabled'
     zoneRedundancy: 'Disabled'
-    policies: {
-      exportPolicy: {
-        status: 'enabled'
-      }
-    }
   }
 }
 

@@ -275,6 +275,20 @@ def test_container_app_scales_to_zero_on_the_queue_with_the_identity(bicep):
     assert params["minReplicas"] == "minReplicas"
 
 
+def test_container_app_probes_stay_within_arm_limits(bicep):
+    (app,) = resources(bicep.module("hosting-containerapps"), "Microsoft.App/containerApps").values()
+    template = config(app)["properties"]["template"]
+    assert 0 < template["terminationGracePeriodSeconds"] <= 600
+    probes = template["containers"][0]["probes"]
+    assert {p["type"] for p in probes} >= {"Readiness", "Startup"}
+    for probe in probes:
+        assert 1 <= probe["failureThreshold"] <= 10, probe
+        assert 1 <= probe["initialDelaySeconds"] <= 60, probe
+        assert 1 <= probe["periodSeconds"] <= 240, probe
+    readiness = next(p for p in probes if p["type"] == "Readiness")
+    assert readiness["httpGet"]["path"] == "/api/health"
+
+
 def test_container_apps_environment_needs_no_workspace_key(bicep):
     tree = bicep.module("hosting-containerapps")
     (environment,) = resources(tree, "Microsoft.App/managedEnvironments").values()
