@@ -12,17 +12,19 @@ from .options import JobOptions
 
 
 def add_restore_arguments(parser: argparse.ArgumentParser) -> None:
-    defaults = JobOptions()
+    """One flag per JobOptions field, so the CLI offers exactly what the API offers."""
     parser.add_argument("files", nargs="+", type=Path, help="JPEG, PNG or WebP images")
     parser.add_argument("--out", type=Path, default=Path("restored"), help="output directory (default: restored/)")
-    parser.add_argument("--model", default=defaults.model, help="GFPGAN version: 1.3 or 1.4")
-    parser.add_argument("--upscale", type=int, default=defaults.upscale, help="1-4")
-    parser.add_argument("--only-center-face", action="store_true")
-    parser.add_argument("--aligned", action="store_true", help="inputs are aligned 512x512 faces")
-    parser.add_argument("--strength", type=float, default=defaults.strength, help="0 (original) to 1 (restored)")
-    parser.add_argument("--blend-mask", default=defaults.blend_mask, help="parse | box")
-    parser.add_argument("--format", dest="output_format", default=defaults.output_format, help="png | jpeg | webp")
-    parser.add_argument("--quality", type=int, default=defaults.quality)
+    for name, spec in JobOptions.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        if spec.annotation is bool:
+            if spec.default:
+                parser.add_argument(f"--no-{name.replace('_', '-')}", dest=name, action="store_false",
+                                    help=f"do not: {spec.description}")
+            else:
+                parser.add_argument(flag, dest=name, action="store_true", help=spec.description)
+        else:
+            parser.add_argument(flag, dest=name, default=spec.default, help=f"{spec.description} (default: {spec.default})")
 
 
 def restore_files(args) -> int:
@@ -34,16 +36,7 @@ def restore_files(args) -> int:
     from .weights import WeightsError
 
     try:
-        options = JobOptions(
-            model=args.model,
-            upscale=args.upscale,
-            only_center_face=args.only_center_face,
-            aligned=args.aligned,
-            strength=args.strength,
-            blend_mask=args.blend_mask,
-            output_format=args.output_format,
-            quality=args.quality,
-        )
+        options = JobOptions(**{name: getattr(args, name) for name in JobOptions.model_fields})
     except ValidationError as error:
         for problem in error.errors():
             print(f"--{str(problem['loc'][0]).replace('_', '-')}: {problem['msg']}", file=sys.stderr)
@@ -62,11 +55,13 @@ def restore_files(args) -> int:
     for path in bar:
         bar.set_description(path.name[:30])
         try:
-            decoded = images.decode(path.read_bytes(), settings.max_pixels)
-            result = engine.restore(decoded.pixels, options.restore_options(settings.max_faces))
+            decoded = images.decode(path.read_bytes(), settings.max_pixels, auto_orient=options.auto_orient)
+            pixels, steps = images.preprocess(decoded.pixels, options)
+            result = engine.restore(pixels, options.restore_options(settings.max_faces))
             target = args.out / f"{path.stem}-restored.{images.extension(options.output_format)}"
             target.write_bytes(images.encode(result.image, options.output_format, options.quality))
-            bar.write(f"{path} -> {target} ({len(result.faces)} faces)")
+            done = ", ".join(steps + [f"{len(result.faces)} faces"])
+            bar.write(f"{path} -> {target} ({done})")
         except (OSError, images.ImageRejected) as error:
             failures[path] = str(error)
             bar.write(f"{path}: FAILED: {error}")

@@ -200,11 +200,12 @@ def test_cli_restores_files_and_fails_loudly(settings, tmp_path):
     out = tmp_path / "restored"
     run = subprocess.run(
         [sys.executable, "-m", "processing", "restore", str(good), str(bad), "--out", str(out),
-         "--blend-mask", "box", "--upscale", "1", "--format", "webp"],
+         "--blend-mask", "box", "--upscale", "1", "--output-format", "webp", "--rotate", "90"],
         cwd=ROOT, env=env_for(settings), capture_output=True, text=True, timeout=300,
     )
     assert run.returncode == 1, run.stderr
     assert Image.open(out / "good-restored.webp").size == (512, 512)
+    assert "rotated 90° clockwise" in run.stdout + run.stderr
     assert "bad.jpg" in run.stderr and "not a JPEG, PNG or WebP" in run.stderr
     assert "stand-in" in run.stderr
 
