@@ -4,7 +4,7 @@
 //                  + image pulls). Data-plane roles on the one storage account, AcrPull on
 //                  the one registry. No control-plane rights, no account keys.
 // deploy identity -> used only by the deployment script that switches the static website on
-//                  (a blob *service property*, which needs Storage Account Contributor).
+//                  (a blob *service property*: Storage Account Contributor, see below).
 //                  Kept separate so the app never holds a control-plane role.
 
 param location string
@@ -100,11 +100,26 @@ resource appAcrPull 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   }
 }
 
+// Set Blob Service Properties (the static website switch) is a data-plane call whose Entra
+// authorisation checks Microsoft.Storage/storageAccounts/blobServices/write, which Storage
+// Account Contributor carries. Storage Blob Data Contributor is added so the script also works
+// should the service check a data action instead (this could not be tried from the build
+// machine). Both are scoped to this one account and held only by the script's identity.
 resource deployStorageAccountContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(storage.id, deployIdentity.id, roles.storageAccountContributor)
   scope: storage
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageAccountContributor)
+    principalId: deployIdentity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource deployBlob 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, deployIdentity.id, roles.storageBlobDataContributor)
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
     principalId: deployIdentity.properties.principalId
     principalType: 'ServicePrincipal'
   }
@@ -131,4 +146,7 @@ output appRoleAssignmentIds array = [
   appTable.id
   appAcrPull.id
 ]
-output deployRoleAssignmentId string = deployStorageAccountContributor.id
+output deployRoleAssignmentIds array = [
+  deployStorageAccountContributor.id
+  deployBlob.id
+]
