@@ -21,7 +21,11 @@ def cmd_weights(args) -> int:
 
     target = _weights_dir(args)
     if args.action == "fetch":
-        weights.fetch(target, source_dir=Path(args.source) if args.source else None, include_optional=args.all)
+        try:
+            weights.fetch(target, source_dir=Path(args.source) if args.source else None, include_optional=args.all)
+        except (weights.WeightsError, OSError) as error:
+            print(f"weights fetch failed: {error}", file=sys.stderr)
+            return 1
         return cmd_weights(argparse.Namespace(action="verify", dir=str(target)))
     if args.action == "standin":
         print("Building STAND-IN weights: real architectures, random parameters, meaningless output.")

@@ -185,7 +185,10 @@ def fetch(
         try:
             with os.fdopen(fd, "wb") as out:
                 if source_dir is not None:
-                    with (source_dir / weight.name).open("rb") as src:
+                    source = source_dir / weight.name
+                    if not source.is_file():
+                        raise WeightsError(f"{weight.name} is not in {source_dir}")
+                    with source.open("rb") as src:
                         shutil.copyfileobj(src, out, 1 << 20)
                 else:
                     log(f"fetch   {weight.name} from {weight.url}")

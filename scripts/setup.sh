@@ -19,6 +19,15 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install --quiet -r requirements.txt -r requirements-dev.txt
   echo "$want" > "$stamp"
 fi
+# checkov (infra checks) pins versions that clash with the app's, so it gets a venv of its own.
+checkov_stamp=.venv-checkov/.requirements.sha256
+checkov_want=$(sha256sum tests/infra/requirements-checkov.txt | cut -d' ' -f1)
+if [ "$(cat "$checkov_stamp" 2>/dev/null)" != "$checkov_want" ]; then
+  echo "setup: installing checkov into .venv-checkov"
+  "$PYTHON" -m venv .venv-checkov
+  .venv-checkov/bin/python -m pip install --quiet -r tests/infra/requirements-checkov.txt
+  echo "$checkov_want" > "$checkov_stamp"
+fi
 if [ ! -x node_modules/.bin/azurite ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "setup: installing Azurite (npm ci)"
   npm ci --no-audit --no-fund --loglevel=error
