@@ -7,6 +7,7 @@ missing files into the working directory.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from . import _compat  # noqa: F401  (must run before gfpgan/basicsr are imported)
@@ -34,7 +35,10 @@ def new_gfpgan() -> GFPGANv1Clean:
 
 
 def new_detector() -> RetinaFace:
-    return RetinaFace(network_name="resnet50", half=False, device=torch.device("cpu"))
+    with warnings.catch_warnings():
+        # facexlib still passes torchvision's deprecated `pretrained=False`; harmless.
+        warnings.simplefilter("ignore", UserWarning)
+        return RetinaFace(network_name="resnet50", half=False, device=torch.device("cpu"))
 
 
 def new_parser() -> ParseNet:

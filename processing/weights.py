@@ -76,6 +76,7 @@ OFFICIAL_WEIGHTS: tuple[WeightFile, ...] = (
 GFPGAN_FILES = {"1.3": "GFPGANv1.3.pth", "1.4": "GFPGANv1.4.pth"}
 DETECTOR_FILE = "detection_Resnet50_Final.pth"
 PARSER_FILE = "parsing_parsenet.pth"
+BACKGROUND_FILE = "RealESRGAN_x2plus.pth"
 
 
 class WeightsError(RuntimeError):
@@ -209,6 +210,7 @@ def build_standin(weights_dir: Path, seed: int = 0, log: Callable[[str], None] =
     import torch
 
     from . import models
+    from .background import new_realesrgan_x2
 
     weights_dir.mkdir(parents=True, exist_ok=True)
     builders = {
@@ -216,6 +218,7 @@ def build_standin(weights_dir: Path, seed: int = 0, log: Callable[[str], None] =
         GFPGAN_FILES["1.3"]: lambda: {"params_ema": models.new_gfpgan().state_dict()},
         DETECTOR_FILE: lambda: models.new_detector().state_dict(),
         PARSER_FILE: lambda: models.new_parser().state_dict(),
+        BACKGROUND_FILE: lambda: {"params_ema": new_realesrgan_x2().state_dict()},
     }
     files = {}
     for offset, (name, build) in enumerate(builders.items()):

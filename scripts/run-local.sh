@@ -40,9 +40,9 @@ else
   echo
 fi
 
-.venv/bin/python -m processing worker > >(sed 's/^/[worker] /') 2>&1 &
+.venv/bin/python -m processing worker > >(sed -u 's/^/[worker] /') 2>&1 &
 pids+=($!)
 echo "run: the page and API are at http://127.0.0.1:$PORT/  (API reference: http://127.0.0.1:$PORT/docs)"
-.venv/bin/python -m processing serve --port "$PORT" 2>&1 | sed 's/^/[api] /' &
+.venv/bin/python -m processing serve --port "$PORT" 2>&1 | sed -u 's/^/[api] /' &
 pids+=($!)
 wait -n "${pids[@]}"
