@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 ALLOWED_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 OUTPUT_FORMATS = {"png": ("PNG", "image/png"), "jpeg": ("JPEG", "image/jpeg"), "webp": ("WEBP", "image/webp")}
@@ -22,6 +22,31 @@ OUTPUT_FORMATS = {"png": ("PNG", "image/png"), "jpeg": ("JPEG", "image/jpeg"), "
 # Pillow's own bomb guard is a warning up to 2x its limit; ours is an explicit check, so
 # silence its duplicate and keep its hard error as a backstop.
 Image.MAX_IMAGE_PIXELS = None
+
+# Only these of Pillow's ~40 parsers ever read an upload: each format it tries is code
+# reading hostile bytes. The JPEG parser answers "MPO" for a JPEG that carries extra
+# pictures (phones' depth maps, 3D cameras); its first picture is the photo: a JPEG.
+_PARSERS = ("JPEG", "PNG", "WEBP")
+_SAME_AS = {"MPO": "JPEG"}
+# Formats people send by mistake, recognised by signature only (never parsed) so the
+# refusal can name them.
+_SIGNATURES = (
+    (b"GIF87a", "GIF"), (b"GIF89a", "GIF"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"8BPS", "PSD"),
+    (b"%PDF", "PDF"), (b"\x00\x00\x01\x00", "ICO"), (b"BM", "BMP"),
+)
+
+
+def _sniff(data: bytes) -> str | None:
+    for magic, name in _SIGNATURES:
+        if data.startswith(magic):
+            return name
+    if data[4:8] == b"ftyp":
+        brand = data[8:12]
+        return "AVIF" if brand.startswith(b"avi") else "HEIC" if brand[:3] in (b"hei", b"hev", b"mif") else None
+    head = data[:1024].lstrip().lower()
+    if head.startswith(b"<svg") or (head.startswith(b"<?xml") and b"<svg" in head):
+        return "SVG"
+    return None
 
 
 class ImageRejected(ValueError):
@@ -52,9 +77,14 @@ def probe(data: bytes, max_pixels: int) -> tuple[str, int, int]:
     if not data:
         raise ImageRejected("empty_file", "the file is empty")
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            fmt, (width, height) = img.format, img.size
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        with Image.open(io.BytesIO(data), formats=_PARSERS) as img:
+            fmt, (width, height) = _SAME_AS.get(img.format, img.format), img.size
+    except Exception:  # noqa: BLE001  hostile headers raise all sorts (struct.error, IndexError...)
+        named = _sniff(data)
+        if named:
+            raise ImageRejected(
+                "unsupported_format", f"{named} images are not accepted; send JPEG, PNG or WebP", status=415
+            ) from None
         raise ImageRejected(
             "not_an_image", "the file is not a JPEG, PNG or WebP image", status=415
         ) from None
@@ -80,7 +110,7 @@ def decode(data: bytes, max_pixels: int, *, auto_orient: bool = True) -> Decoded
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with Image.open(io.BytesIO(data)) as img:
+            with Image.open(io.BytesIO(data), formats=_PARSERS) as img:
                 img.load()
                 if auto_orient:
                     img = ImageOps.exif_transpose(img)
