@@ -92,6 +92,32 @@ class Settings:
     )
     max_queue_depth: int = field(default=500, metadata={"env": "MAX_QUEUE_DEPTH"})
 
+    # Abuse limits (processing/ratelimit.py): a token bucket per client in Table Storage.
+    # Submissions (any POST under /api/) and reads of jobs have separate buckets; a rate
+    # of 0 turns that bucket off.
+    rate_limit_per_minute: float = field(default=10.0, metadata={"env": "RATE_LIMIT_PER_MINUTE"})
+    rate_limit_burst: int = field(default=20, metadata={"env": "RATE_LIMIT_BURST"})
+    rate_limit_reads_per_minute: float = field(default=600.0, metadata={"env": "RATE_LIMIT_READS_PER_MINUTE"})
+    rate_limit_reads_burst: int = field(default=120, metadata={"env": "RATE_LIMIT_READS_BURST"})
+    rate_limit_table: str = field(default="ratelimits", metadata={"env": "RATE_LIMIT_TABLE"})
+    # Only behind a proxy that sets X-Forwarded-For (App Service, Front Door): otherwise
+    # anyone could name any address and get a fresh bucket.
+    trust_forwarded_for: bool = field(default=False, metadata={"env": "TRUST_FORWARDED_FOR"})
+
+    # Authentication (processing/auth.py): optional API keys (X-API-Key), and the
+    # principal App Service authentication puts in X-MS-CLIENT-PRINCIPAL* headers, which
+    # are trusted only when APP_SERVICE_AUTH says the app runs behind it.
+    require_auth: bool = field(default=False, metadata={"env": "REQUIRE_AUTH"})
+    app_service_auth: bool = field(default=False, metadata={"env": "APP_SERVICE_AUTH"})
+    api_keys_table: str = field(default="apikeys", metadata={"env": "API_KEYS_TABLE"})
+    # How long an instance trusts its memory of a key; a revoked key stops working within this.
+    api_key_cache_seconds: float = field(default=30.0, metadata={"env": "API_KEY_CACHE_SECONDS"})
+
+    # Storage retries: a short budget, so an outage becomes a 503 + Retry-After in seconds
+    # rather than a request that hangs for a minute.
+    storage_retry_total: int = field(default=3, metadata={"env": "STORAGE_RETRY_TOTAL"})
+    storage_retry_backoff: float = field(default=0.5, metadata={"env": "STORAGE_RETRY_BACKOFF_SECONDS"})
+
     # Batches.
     max_batch_files: int = field(default=50, metadata={"env": "MAX_BATCH_FILES"})
     max_batch_bytes: int = field(default=200 * 1024 * 1024, metadata={"env": "MAX_BATCH_BYTES"})
@@ -104,6 +130,13 @@ class Settings:
                 raise SettingsError(f"{_env_name(name)} must be positive")
         if self.max_faces < 0 or self.torch_threads < 0 or self.retention_hours <= 0:
             raise SettingsError("MAX_FACES and TORCH_THREADS must be >= 0, JOB_RETENTION_HOURS > 0")
+        for name in ("rate_limit_per_minute", "rate_limit_reads_per_minute", "api_key_cache_seconds",
+                     "storage_retry_total", "storage_retry_backoff"):
+            if getattr(self, name) < 0:
+                raise SettingsError(f"{_env_name(name)} must be >= 0")
+        for name in ("rate_limit_burst", "rate_limit_reads_burst"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{_env_name(name)} must be at least 1")
 
     @property
     def poison_queue(self) -> str:

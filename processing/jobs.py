@@ -36,6 +36,10 @@ class JobNotFound(LookupError):
     pass
 
 
+class CorruptJob(RuntimeError):
+    """The job's row exists but cannot be read back as a job (damaged by hand or by a bug)."""
+
+
 class LeaseLost(RuntimeError):
     """Another worker took the job over (or it was deleted) while this one ran it."""
 
@@ -142,9 +146,13 @@ class JobRepository:
         if not is_job_id(job_id):
             raise JobNotFound(job_id)
         try:
-            return from_entity(self.table.get_entity(job_id, ROW_KEY))
+            entity = self.table.get_entity(job_id, ROW_KEY)
         except ResourceNotFoundError:
             raise JobNotFound(job_id) from None
+        try:
+            return from_entity(entity)
+        except (ValueError, TypeError, KeyError, AttributeError) as error:
+            raise CorruptJob(f"job {job_id}: {error.__class__.__name__} reading its record") from None
 
     def query(self, filter_: str, parameters: dict[str, Any] | None = None, select: list[str] | None = None) -> Iterator[Job]:
         for entity in self.table.query_entities(filter_, parameters=parameters or {}, select=select):
@@ -260,6 +268,9 @@ class JobRepository:
                 job = self.get(job_id)
             except JobNotFound:
                 return None
+            except CorruptJob:
+                self.fail_unreadable(job_id, "corrupt_job", "the job's record was damaged; please submit the photo again")
+                return None
             if job.terminal:
                 return None
             job.error_code, job.error = code, reason
@@ -272,6 +283,20 @@ class JobRepository:
                 continue
             except JobNotFound:
                 return None
+
+    def fail_unreadable(self, job_id: str, code: str, reason: str) -> None:
+        """Mark failed a row that cannot be read (no ETag dance: there is nothing to merge
+        with), resetting the structured fields so the row reads back as a failed job."""
+        now = utcnow()
+        entity = {
+            "PartitionKey": job_id, "RowKey": ROW_KEY, "status": FAILED, "stage": "failed", "progress": 0.0,
+            "error_code": code, "error": reason, "lease_owner": "", "finished_at": now, "updated_at": now,
+            **{name: json.dumps(type(getattr(Job(id=""), name))()) for name in _JSON_FIELDS},
+        }
+        try:
+            self.table.update_entity(entity, mode=UpdateMode.MERGE)
+        except ResourceNotFoundError:
+            pass
 
     def waiting_in_batches(self, created_before: datetime) -> Iterator[Job]:
         return self.query(

@@ -13,13 +13,26 @@ from functools import cached_property
 
 from azure.core.exceptions import ResourceExistsError
 from azure.data.tables import TableServiceClient
-from azure.storage.blob import BlobServiceClient, ContentSettings
+from azure.storage.blob import BlobServiceClient, ContentSettings, LinearRetry
 from azure.storage.queue import BinaryBase64DecodePolicy, BinaryBase64EncodePolicy, QueueClient
+from azure.storage.queue import LinearRetry as QueueLinearRetry
 
 from .config import Settings, SettingsError, azurite_connection_string
 
 # The SDKs retry transient failures themselves; these bound how long a request may hang.
 _TIMEOUTS = {"connection_timeout": 10, "read_timeout": 60}
+
+
+def _retries(settings: Settings, kind: str) -> dict:
+    """A short retry budget (STORAGE_RETRY_*): the blob and queue SDKs' own default waits
+    15 s, 18 s and 24 s between attempts, so an outage held an upload for over a minute
+    before it could answer 503. Now a request gives up within a few seconds and the
+    caller (HTTP client, queue redelivery) retries later."""
+    total, backoff = settings.storage_retry_total, settings.storage_retry_backoff
+    if kind == "table":
+        return {"retry_total": total, "retry_backoff_factor": backoff, "retry_backoff_max": max(backoff * 4, 1.0)}
+    policy = LinearRetry if kind == "blob" else QueueLinearRetry
+    return {"retry_policy": policy(backoff=backoff, retry_total=total, random_jitter_range=backoff / 2)}
 
 
 def _connection_string(settings: Settings) -> str:
@@ -59,19 +72,30 @@ class Storage:
     @cached_property
     def blobs(self) -> BlobServiceClient:
         if self.settings.storage_connection_string:
-            return BlobServiceClient.from_connection_string(_connection_string(self.settings), **_TIMEOUTS)
-        return BlobServiceClient(self._service_url("blob", self.settings.blob_service_uri), self._identity, **_TIMEOUTS)
+            return BlobServiceClient.from_connection_string(
+                _connection_string(self.settings), **_TIMEOUTS, **_retries(self.settings, "blob")
+            )
+        return BlobServiceClient(
+            self._service_url("blob", self.settings.blob_service_uri), self._identity, **_TIMEOUTS,
+            **_retries(self.settings, "blob"),
+        )
 
     @cached_property
     def tables(self) -> TableServiceClient:
         if self.settings.storage_connection_string:
-            return TableServiceClient.from_connection_string(_connection_string(self.settings))
-        return TableServiceClient(self._service_url("table", self.settings.table_service_uri), credential=self._identity)
+            return TableServiceClient.from_connection_string(
+                _connection_string(self.settings), **_retries(self.settings, "table")
+            )
+        return TableServiceClient(
+            self._service_url("table", self.settings.table_service_uri), credential=self._identity,
+            **_retries(self.settings, "table"),
+        )
 
     def queue(self, name: str) -> QueueClient:
         # The service client does not hand its encode policy on to get_queue_client(), so
         # each queue client is built with the codec itself.
-        codec = {"message_encode_policy": BinaryBase64EncodePolicy(), "message_decode_policy": BinaryBase64DecodePolicy()}
+        codec = {"message_encode_policy": BinaryBase64EncodePolicy(), "message_decode_policy": BinaryBase64DecodePolicy(),
+                 **_retries(self.settings, "queue")}
         if self.settings.storage_connection_string:
             return QueueClient.from_connection_string(_connection_string(self.settings), name, **codec, **_TIMEOUTS)
         url = self._service_url("queue", self.settings.queue_service_uri)

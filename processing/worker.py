@@ -23,7 +23,7 @@ from azure.core.exceptions import AzureError, ResourceNotFoundError
 
 from . import images
 from .config import Settings
-from .jobs import SUCCEEDED, Job, JobNotFound, JobRepository, LeaseLost, utcnow
+from .jobs import SUCCEEDED, CorruptJob, Job, JobNotFound, JobRepository, LeaseLost, utcnow
 from .options import JobOptions
 from .batches import feed
 from .service import before_blob_name, face_blob_name, result_blob_name
@@ -84,6 +84,10 @@ class JobHandler:
         except JobNotFound:
             log.warning("message for unknown job %s dropped", job_id)
             return Outcome("missing", "no such job")
+        except CorruptJob as error:
+            log.error("%s; marking it failed", error)
+            self.jobs.fail(job_id, "corrupt_job", "the job's record was damaged; please submit the photo again")
+            return Outcome("failed", "damaged job record")
         if job is None:
             current = self._peek(job_id)
             if current is not None and not current.terminal and current.lease_until is not None:
@@ -124,7 +128,10 @@ class JobHandler:
 
     def _run(self, job: Job) -> Outcome:
         started = time.perf_counter()
-        options = JobOptions(**job.options)
+        try:
+            options = JobOptions(**job.options)
+        except ValueError as error:  # pydantic's ValidationError: a damaged or foreign record
+            raise PermanentFailure("invalid_options", f"the job's options are not valid: {error.__class__.__name__}") from None
 
         def report(stage: str, fraction: float) -> None:
             nonlocal job
@@ -228,7 +235,13 @@ class PollingWorker:
                 self._stop.wait(self.settings.worker_poll_seconds)
                 continue
             handled += 1
-            self.process(message)
+            try:
+                self.process(message)
+            except Exception as error:  # noqa: BLE001
+                # Storage went away mid-message (or a bug): the message reappears after its
+                # visibility timeout and is retried; the worker itself must not die.
+                log.error("message %s not finished (%s); it will be redelivered", message.id, error.__class__.__name__)
+                self._stop.wait(min(5.0, self.settings.worker_poll_seconds * 5))
         return handled
 
     def process(self, message) -> Outcome | None:
