@@ -1,4 +1,5 @@
-"""Command line: ``python -m processing serve | worker | restore FILES... | weights fetch|verify|standin``."""
+"""Command line: ``python -m processing serve | worker | restore FILES... | weights fetch|verify|standin
+| keys create NAME|revoke ID|list``."""
 
 from __future__ import annotations
 
@@ -78,6 +79,15 @@ def cmd_worker(args) -> int:
     return 0
 
 
+def cmd_keys(args) -> int:
+    from .auth import ApiKeys, keys_command
+    from .storage import Storage
+
+    settings = get_settings()
+    keys = ApiKeys(Storage(settings).tables.get_table_client(settings.api_keys_table))
+    return keys_command(keys, args.action, args.value)
+
+
 def cmd_restore(args) -> int:
     from .cli import restore_files
 
@@ -112,6 +122,11 @@ def main(argv: list[str] | None = None) -> int:
     weights.add_argument("--all", action="store_true", help="also the optional Real-ESRGAN background model")
     weights.add_argument("--seed", type=int, default=0, help="seed for stand-in weights")
     weights.set_defaults(run=cmd_weights)
+
+    keys = commands.add_parser("keys", help="API keys: create NAME | revoke ID | list (stored hashed)")
+    keys.add_argument("action", choices=["create", "revoke", "list"])
+    keys.add_argument("value", nargs="?", help="the new key's name (create) or the key's id (revoke)")
+    keys.set_defaults(run=cmd_keys)
 
     args = parser.parse_args(argv)
     try:

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from azure.core.exceptions import AzureError, HttpResponseError
-from fastapi import FastAPI, Form, Request, Response, UploadFile
+from fastapi import Depends, FastAPI, Form, Request, Response, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from . import weights
 from .batches import BatchNotFound, summary
 from .config import Settings
+from .gate import AccessGate, current_caller, owner_check
 from .images import ImageRejected
 from .jobs import TERMINAL, Job, JobNotFound
 from .options import JobOptions
@@ -283,18 +284,33 @@ class BodyLimit:
         if declared is not None and declared.isdigit() and int(declared) > max_bytes:
             return await self._refuse(send, max_bytes)
         seen = 0
+        exceeded = started = False
 
         async def counting_receive():
-            nonlocal seen
+            nonlocal seen, exceeded
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > max_bytes:
+                exceeded = True
                 raise _BodyTooLarge()
             return message
 
+        async def guarded_send(message):
+            # A chunked body (no Content-Length) goes over the limit while the form is
+            # parsed; FastAPI turns the error into a 400 of its own. Drop that answer and
+            # give the 413 that names the problem.
+            nonlocal started
+            if exceeded:
+                return
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
         try:
-            await self.app(scope, counting_receive, send)
-        except _BodyTooLarge:
+            await self.app(scope, counting_receive, guarded_send)
+        except Exception:
+            if not exceeded:
+                raise
+        if exceeded and not started:
             await self._refuse(send, max_bytes)
 
     @staticmethod
@@ -318,6 +334,8 @@ def create_app(settings: Settings, storage: Storage | None = None) -> FastAPI:
         description="Upload a photo; GFPGAN restores the faces. Jobs are asynchronous: POST, then poll the Location.",
         docs_url="/docs",
         openapi_url="/openapi.json",
+        # Owned jobs and batches are found only by their owner (404 to anyone else).
+        dependencies=[Depends(owner_check)],
     )
     app.state.service = service
     app.state.settings = settings
@@ -326,6 +344,8 @@ def create_app(settings: Settings, storage: Storage | None = None) -> FastAPI:
     framing = 64 * 1024
     app.add_middleware(BodyLimit, limits=[("/api/batches", settings.max_batch_bytes + framing),
                                           ("/", settings.max_upload_bytes + framing)])
+    # Keys, principals, REQUIRE_AUTH and rate limits, before any body is read.
+    app.add_middleware(AccessGate, settings=settings, storage=storage)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -383,6 +403,12 @@ def create_app(settings: Settings, storage: Storage | None = None) -> FastAPI:
         return _error(503, "storage_unavailable", "storage is temporarily unavailable; try again shortly",
                       headers={"Retry-After": "5"})
 
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception):
+        # A bug, not the client's fault: JSON like every other answer, the trace only in the log.
+        log.error("unhandled %s on %s %s", exc.__class__.__name__, request.method, request.url.path)
+        return _error(500, "internal_error", "something went wrong on our side; it has been logged")
+
     def view(job: Job) -> JobView:
         return job_view(job, service.queue_position(job), standin)
 
@@ -399,9 +425,9 @@ def create_app(settings: Settings, storage: Storage | None = None) -> FastAPI:
                    503: {"model": ErrorResponse}},
         summary="Submit a photo for restoration",
     )
-    def submit_job(response: Response, form: Annotated[JobSubmission, Form()]) -> JobView:
+    def submit_job(request: Request, response: Response, form: Annotated[JobSubmission, Form()]) -> JobView:
         data = form.file.file.read(settings.max_upload_bytes + 1)
-        job = service.submit(data, form.file.filename or "", form.options())
+        job = service.submit(data, form.file.filename or "", form.options(), owner=current_caller(request).owner)
         response.headers["Location"] = f"/api/jobs/{job.id}"
         response.headers["Retry-After"] = str(POLL_SECONDS)
         return view(job)
@@ -447,9 +473,9 @@ def create_app(settings: Settings, storage: Storage | None = None) -> FastAPI:
                    503: {"model": ErrorResponse}},
         summary="Submit several photos (or a zip) with the same options: one job each",
     )
-    def submit_batch(response: Response, form: Annotated[BatchSubmission, Form()]) -> BatchView:
+    def submit_batch(request: Request, response: Response, form: Annotated[BatchSubmission, Form()]) -> BatchView:
         files = [(f.filename or "", f.file.read(settings.max_batch_bytes + 1)) for f in form.files]
-        batch = service.submit_batch(files, form.options())
+        batch = service.submit_batch(files, form.options(), owner=current_caller(request).owner)
         response.headers["Location"] = f"/api/batches/{batch.id}"
         response.headers["Retry-After"] = str(POLL_SECONDS)
         return batch_view(*service.batch(batch.id))

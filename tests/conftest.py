@@ -119,6 +119,11 @@ def settings(azurite, standin_weights, tmp_path) -> Settings:
         torch_threads=2,
         lease_seconds=30,
         worker_poll_seconds=0.2,
+        # Rate limits off unless a test turns them on (tests/hardening does); own tables.
+        rate_limit_per_minute=0,
+        rate_limit_reads_per_minute=0,
+        rate_limit_table=unique_name("limits"),
+        api_keys_table=unique_name("keys"),
     )
 
 
@@ -179,6 +184,12 @@ def env_for(settings: Settings, **extra: str) -> dict[str, str]:
         TORCH_THREADS=str(settings.torch_threads),
         JOB_LEASE_SECONDS=str(settings.lease_seconds),
         WORKER_POLL_SECONDS=str(settings.worker_poll_seconds),
+        RATE_LIMIT_PER_MINUTE=str(settings.rate_limit_per_minute),
+        RATE_LIMIT_BURST=str(settings.rate_limit_burst),
+        RATE_LIMIT_READS_PER_MINUTE=str(settings.rate_limit_reads_per_minute),
+        RATE_LIMIT_READS_BURST=str(settings.rate_limit_reads_burst),
+        RATE_LIMIT_TABLE=settings.rate_limit_table,
+        API_KEYS_TABLE=settings.api_keys_table,
         PYTHONUNBUFFERED="1",
     )
     env.update(extra)

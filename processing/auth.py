@@ -1,0 +1,297 @@
+"""Who is calling: API keys, the App Service principal, or an address.
+
+API keys are created and revoked with ``python -m processing keys create|revoke|list``.
+A key is ``frk_<id>_<secret>``: the id (public, 12 hex digits) names the row, the secret
+is 256 random bits. Only the SHA-256 of the whole key is stored, so the table never
+holds a usable key; a fast hash is enough because the key is high-entropy, not a password.
+Presenting a key costs one point read, remembered for ``API_KEY_CACHE_SECONDS``.
+
+Behind App Service authentication ("Easy Auth") the platform signs people in, strips
+any ``X-MS-CLIENT-PRINCIPAL*`` headers a client sent and sets its own. Those headers
+are believed only when ``APP_SERVICE_AUTH`` says the app runs behind it; otherwise
+anyone could claim to be anyone.
+
+A job records its owner (``key:<id>`` or ``user:<idp>:<id>``); reading an owned job
+needs the same identity. Anonymous jobs are read by anyone holding the 128-bit id.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import ipaddress
+import json
+import re
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Iterator, Mapping
+
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.data.tables import TableClient, UpdateMode
+
+KEY_PREFIX = "frk"
+PARTITION = "apikey"
+_KEY_SHAPE = re.compile(r"^frk_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
+_CACHE_LIMIT = 4096
+# Claim types App Service puts in X-MS-CLIENT-PRINCIPAL that identify a person, best first.
+_ID_CLAIMS = (
+    "http://schemas.microsoft.com/identity/claims/objectidentifier",
+    "oid",
+    "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/nameidentifier",
+    "sub",
+)
+
+
+class AuthError(Exception):
+    """The request names an identity that does not hold: 401. ``code`` is machine-readable."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Caller:
+    kind: str  # "key" | "user" | "anonymous"
+    id: str  # key id, principal, or (anonymous) the client's address
+    name: str = ""
+
+    @property
+    def authenticated(self) -> bool:
+        return self.kind != "anonymous"
+
+    @property
+    def owner(self) -> str:
+        """What a job records as its owner; "" for anonymous jobs."""
+        return f"{self.kind}:{self.id}" if self.authenticated else ""
+
+    @property
+    def rate_key(self) -> str:
+        return self.owner or f"ip:{self.id}"
+
+    def may_read(self, owner: str) -> bool:
+        return not owner or hmac.compare_digest(owner.encode(), self.owner.encode())
+
+
+ANONYMOUS = Caller("anonymous", "unknown")
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    id: str
+    name: str
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+
+def _hash(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class ApiKeys:
+    """The key table: create, revoke, list, verify."""
+
+    def __init__(self, table: TableClient, cache_seconds: float = 30.0, clock=time.monotonic):
+        self.table = table
+        self.cache_seconds = cache_seconds
+        self.clock = clock
+        self._cache: dict[str, tuple[float, ApiKey | None]] = {}
+        self._lock = threading.Lock()
+        self._table_ready = False
+
+    def _ensure_table(self) -> None:
+        if not self._table_ready:
+            try:
+                self.table.create_table()
+            except ResourceExistsError:
+                pass
+            self._table_ready = True
+
+    def create(self, name: str) -> tuple[ApiKey, str]:
+        """A new key; the secret is returned once and never stored."""
+        name = name.strip()
+        if not name or len(name) > 100:
+            raise ValueError("a key needs a name of 1-100 characters")
+        self._ensure_table()
+        key_id = secrets.token_hex(6)
+        secret = f"{KEY_PREFIX}_{key_id}_{secrets.token_urlsafe(32)}"
+        record = ApiKey(key_id, name, datetime.now(timezone.utc))
+        self.table.create_entity(
+            {"PartitionKey": PARTITION, "RowKey": key_id, "name": name, "hash": _hash(secret),
+             "created_at": record.created_at}
+        )
+        return record, secret
+
+    def revoke(self, key_id: str) -> ApiKey | None:
+        """Mark a key revoked (the row stays, for the record). None if there is no such key."""
+        self._ensure_table()
+        try:
+            row = self.table.get_entity(PARTITION, key_id)
+        except ResourceNotFoundError:
+            return None
+        if not row.get("revoked_at"):
+            row["revoked_at"] = datetime.now(timezone.utc)
+            self.table.update_entity(row, mode=UpdateMode.MERGE)
+        with self._lock:
+            self._cache.clear()
+        return _record(row)
+
+    def list(self) -> Iterator[ApiKey]:
+        self._ensure_table()
+        rows = self.table.query_entities("PartitionKey eq @p", parameters={"p": PARTITION})
+        return iter(sorted((_record(row) for row in rows), key=lambda k: k.created_at))
+
+    def verify(self, presented: str) -> ApiKey | None:
+        """The active key ``presented`` is, or None (unknown, malformed or revoked)."""
+        match = _KEY_SHAPE.match(presented.strip())
+        if not match:
+            return None
+        digest = _hash(presented.strip())
+        now = self.clock()
+        with self._lock:
+            cached = self._cache.get(digest)
+        if cached and cached[0] > now:
+            return cached[1]
+        self._ensure_table()
+        try:
+            row = self.table.get_entity(PARTITION, match.group(1))
+        except ResourceNotFoundError:
+            row = None
+        record = None
+        if row is not None and hmac.compare_digest(str(row.get("hash", "")), digest):
+            record = _record(row)
+            if not record.active:
+                record = None
+        with self._lock:
+            if len(self._cache) >= _CACHE_LIMIT:
+                self._cache.clear()  # random keys cannot grow memory without bound
+            self._cache[digest] = (now + self.cache_seconds, record)
+        return record
+
+
+def _record(row) -> ApiKey:
+    def moment(value):
+        if isinstance(value, datetime) and value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value or None
+
+    return ApiKey(row["RowKey"], row.get("name", ""), moment(row.get("created_at")), moment(row.get("revoked_at")))
+
+
+# -- identity from a request -----------------------------------------------------------
+
+
+def principal(headers: Mapping[str, str]) -> str | None:
+    """The signed-in principal App Service authentication vouches for, as ``idp:id``."""
+    principal_id = (headers.get("x-ms-client-principal-id") or "").strip()
+    provider = (headers.get("x-ms-client-principal-idp") or "").strip()
+    encoded = headers.get("x-ms-client-principal")
+    if encoded and not principal_id:
+        try:
+            payload = json.loads(base64.b64decode(encoded + "=" * (-len(encoded) % 4)))
+            claims = {c.get("typ"): c.get("val") for c in payload.get("claims", []) if isinstance(c, dict)}
+            principal_id = next((str(claims[t]) for t in _ID_CLAIMS if claims.get(t)), "")
+            provider = provider or str(payload.get("auth_typ") or "")
+        except (ValueError, TypeError, AttributeError):
+            return None
+    if not principal_id:
+        return None
+    clean = re.sub(r"[^A-Za-z0-9@._:-]", "", f"{provider}:{principal_id}" if provider else principal_id)
+    return clean[:200] or None
+
+
+def client_address(peer: str | None, forwarded_for: str | None, trust_forwarded_for: bool) -> str:
+    """The address a client is rate-limited by. Behind a trusted proxy, the last entry of
+    X-Forwarded-For (the one that proxy added; earlier entries are the client's own word).
+    IPv6 clients are grouped by /64, which is what one subscriber usually holds."""
+    raw = peer
+    if trust_forwarded_for and forwarded_for:
+        entries = [part.strip() for part in forwarded_for.split(",") if part.strip()]
+        if entries:
+            raw = entries[-1]
+    return _normalise_address(raw)
+
+
+def _normalise_address(raw: str | None) -> str:
+    if not raw:
+        return "unknown"
+    text = raw.strip()
+    if text.startswith("[") and "]" in text:  # [v6]:port
+        text = text[1 : text.index("]")]
+    elif text.count(":") == 1:  # v4:port (App Service's X-Forwarded-For carries the port)
+        text = text.split(":", 1)[0]
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return re.sub(r"[^A-Za-z0-9.:_-]", "", text)[:64] or "unknown"
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network(f"{address}/64", strict=False))
+    return str(address)
+
+
+def identify(
+    headers: Mapping[str, str],
+    peer: str | None,
+    keys: ApiKeys | None,
+    *,
+    trust_forwarded_for: bool = False,
+    app_service_auth: bool = False,
+) -> Caller:
+    """The caller of a request (``headers`` with lower-case names). A key that is present
+    but not valid is an error, never a quiet fall-back to anonymous."""
+    presented = headers.get("x-api-key")
+    if presented is not None:
+        record = keys.verify(presented) if keys is not None else None
+        if record is None:
+            raise AuthError("invalid_api_key", "the API key is not valid (unknown, malformed or revoked)")
+        return Caller("key", record.id, record.name)
+    if app_service_auth:
+        who = principal(headers)
+        if who:
+            return Caller("user", who)
+    return Caller("anonymous", client_address(peer, headers.get("x-forwarded-for"), trust_forwarded_for))
+
+
+# -- the `keys` command ------------------------------------------------------------------
+
+
+def keys_command(keys: ApiKeys, action: str, value: str | None, out=None) -> int:
+    import sys
+
+    out = out or sys.stdout
+    if action == "create":
+        if not value:
+            print("keys create needs a NAME", file=sys.stderr)
+            return 2
+        try:
+            record, secret = keys.create(value)
+        except ValueError as error:
+            print(error, file=sys.stderr)
+            return 2
+        print(f"created key {record.id} ({record.name}). It is shown once; store it now:", file=out)
+        print(secret, file=out)
+        return 0
+    if action == "revoke":
+        if not value:
+            print("keys revoke needs a key ID", file=sys.stderr)
+            return 2
+        record = keys.revoke(value)
+        if record is None:
+            print(f"no key with id {value}", file=sys.stderr)
+            return 1
+        print(f"revoked key {record.id} ({record.name})", file=out)
+        return 0
+    for record in keys.list():
+        state = f"revoked {record.revoked_at:%Y-%m-%d %H:%M}" if record.revoked_at else "active"
+        print(f"{record.id}  {record.created_at:%Y-%m-%d %H:%M}  {state:<24}  {record.name}", file=out)
+    return 0

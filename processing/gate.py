@@ -1,0 +1,126 @@
+"""The API's door: who is calling, may they submit, are they within their rate.
+
+An ASGI middleware, so a refused request is refused before its body is read: a client
+over its limit cannot make the service spool another 20 MB. It answers
+
+- 401 when an ``X-API-Key`` is present but not valid, or when ``REQUIRE_AUTH`` is set
+  and a submission comes with neither a key nor an App Service principal;
+- 429 with ``Retry-After`` when the client's token bucket is empty;
+- 503 with ``Retry-After`` when the tables it needs cannot be reached;
+
+and otherwise records the caller in the request state for the endpoints (job owners).
+``owner_check`` is the matching dependency: a job or batch that has an owner is found
+only by that owner (404 to anyone else, so its existence does not leak).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from azure.core.exceptions import AzureError
+from fastapi import Request
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import JSONResponse
+
+from .auth import ANONYMOUS, ApiKeys, AuthError, Caller, identify
+from .config import Settings
+from .ratelimit import Bucket, Decision, RateLimiter
+from .storage import Storage
+
+log = logging.getLogger(__name__)
+
+_WRITE_METHODS = {"POST", "PUT", "PATCH"}
+_READ_PREFIXES = ("/api/jobs", "/api/batches")
+
+
+def _json_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+class AccessGate:
+    def __init__(self, app, settings: Settings, storage: Storage):
+        self.app = app
+        self.settings = settings
+        self.keys = ApiKeys(storage.tables.get_table_client(settings.api_keys_table), settings.api_key_cache_seconds)
+        self.limiter = RateLimiter(storage.tables.get_table_client(settings.rate_limit_table))
+        self.submit_bucket = Bucket("submit", settings.rate_limit_per_minute, settings.rate_limit_burst)
+        self.read_bucket = Bucket("read", settings.rate_limit_reads_per_minute, settings.rate_limit_reads_burst)
+
+    def bucket_for(self, method: str, path: str) -> Bucket | None:
+        if not path.startswith("/api/"):
+            return None
+        if method in _WRITE_METHODS:
+            return self.submit_bucket
+        if path.startswith(_READ_PREFIXES) and method in ("GET", "HEAD", "DELETE"):
+            return self.read_bucket
+        return None  # health, info: cheap and unauthenticated
+
+    def admit(self, headers: dict[str, str], peer: str | None, bucket: Bucket) -> tuple[Caller, Decision]:
+        caller = identify(headers, peer, self.keys, trust_forwarded_for=self.settings.trust_forwarded_for,
+                          app_service_auth=self.settings.app_service_auth)
+        if bucket is self.submit_bucket and self.settings.require_auth and not caller.authenticated:
+            raise AuthError("auth_required", "submitting needs an API key (X-API-Key header) or a signed-in user")
+        return caller, self.limiter.take(caller.rate_key, bucket)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] == "OPTIONS":
+            return await self.app(scope, receive, send)
+        bucket = self.bucket_for(scope["method"], scope["path"])
+        if bucket is None:
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        client = scope.get("client")
+        peer = client[0] if client else None
+        try:
+            caller, decision = await run_in_threadpool(self.admit, headers, peer, bucket)
+        except AuthError as error:
+            response = _json_error(401, error.code, str(error),
+                                   {"WWW-Authenticate": 'ApiKey realm="face-restoration", header="X-API-Key"'})
+            return await response(scope, receive, send)
+        except AzureError as error:
+            log.warning("access check could not reach storage: %s", error.__class__.__name__)
+            response = _json_error(503, "storage_unavailable", "storage is temporarily unavailable; try again shortly",
+                                   {"Retry-After": "5"})
+            return await response(scope, receive, send)
+        if not decision.allowed:
+            what = "submissions" if bucket is self.submit_bucket else "requests"
+            response = _json_error(
+                429, "rate_limited",
+                f"too many {what}; the limit is {bucket.per_minute:g} a minute (bursts of {bucket.burst}). "
+                f"Try again in {decision.retry_after} s",
+                {"Retry-After": str(decision.retry_after)},
+            )
+            return await response(scope, receive, send)
+        scope.setdefault("state", {})["caller"] = caller
+        await self.app(scope, receive, send)
+
+
+def current_caller(request: Request) -> Caller:
+    return getattr(request.state, "caller", ANONYMOUS)
+
+
+def owner_check(request: Request) -> None:
+    """A global dependency: any route with a ``job_id`` or ``batch_id`` in its path is
+    answered only for the owner of an owned job or batch. Unknown ids fall through to
+    the endpoint, which answers 404 itself."""
+    service = request.app.state.service
+    caller = current_caller(request)
+    params = request.path_params
+    if "job_id" in params:
+        from .jobs import JobNotFound
+
+        try:
+            owner = service.jobs.get(params["job_id"]).owner
+        except JobNotFound:
+            return
+        if not caller.may_read(owner):
+            raise JobNotFound(params["job_id"])
+    if "batch_id" in params and hasattr(service, "batches"):
+        from .batches import BatchNotFound
+
+        try:
+            owner = service.batches.get(params["batch_id"]).owner
+        except BatchNotFound:
+            return
+        if not caller.may_read(owner):
+            raise BatchNotFound(params["batch_id"])

@@ -1,0 +1,158 @@
+"""Per-client rate limiting: a token bucket per (client, bucket) kept in Table Storage.
+
+Every API instance reads the client's row, refills it for the time since its last
+update, takes a token and writes it back on the condition that nobody changed it in
+between (ETag compare-and-swap). Two instances racing for a client's last token cannot
+both win it: the loser re-reads and finds the bucket empty. So the limit holds however
+many instances serve the API, with no state in any one of them.
+
+Rows are keyed by a hash of the client (an address, an API key id, a principal), so
+the table holds no addresses in the clear. Idle rows are deleted by ``purge_idle`` (the
+timer): a bucket untouched for long enough is full again, which is what no row means.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import random
+import threading
+import time
+from dataclasses import dataclass
+
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.data.tables import TableClient, UpdateMode
+
+log = logging.getLogger(__name__)
+
+# A losing compare-and-swap retries with a short random pause; a client whose own
+# requests contend this hard is refused (as if its bucket were empty) rather than
+# holding a worker thread.
+MAX_ATTEMPTS = 12
+
+
+@dataclass(frozen=True)
+class Bucket:
+    name: str  # the RowKey: "submit", "read"
+    per_minute: float  # refill rate; 0 = unlimited
+    burst: int  # capacity: how many requests a full bucket allows back to back
+
+    @property
+    def enabled(self) -> bool:
+        return self.per_minute > 0
+
+    @property
+    def per_second(self) -> float:
+        return self.per_minute / 60.0
+
+    @property
+    def full_after(self) -> float:
+        """Seconds after which an untouched bucket is full again."""
+        return self.burst / self.per_second if self.enabled else 0.0
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    remaining: float = 0.0
+    retry_after: int = 0  # whole seconds until a token is there (for Retry-After)
+
+
+ALLOWED = Decision(True, math.inf)
+
+
+def client_key(client: str) -> str:
+    """The table key for a client: a hash, so no address or key id is stored as such and
+    no character of it can clash with Table Storage's key rules."""
+    return hashlib.sha256(client.encode("utf-8", "surrogatepass")).hexdigest()[:40]
+
+
+class RateLimiter:
+    def __init__(self, table: TableClient, clock=time.time):
+        self.table = table
+        self.clock = clock
+        self._table_ready = False
+        self._lock = threading.Lock()
+
+    def _ensure_table(self) -> None:
+        if not self._table_ready:
+            with self._lock:
+                if not self._table_ready:
+                    _create_if_missing(self.table)
+                    self._table_ready = True
+
+    def take(self, client: str, bucket: Bucket, cost: float = 1.0) -> Decision:
+        """Take ``cost`` tokens from ``client``'s ``bucket``, or say how long to wait."""
+        if not bucket.enabled:
+            return ALLOWED
+        self._ensure_table()
+        key = client_key(client)
+        for attempt in range(MAX_ATTEMPTS):
+            try:
+                row = self.table.get_entity(key, bucket.name)
+            except ResourceNotFoundError:
+                row = None
+            now = self.clock()
+            if row is None:
+                tokens, stamp = float(bucket.burst), now
+            else:
+                last = float(row.get("updated", now))
+                # Instances' clocks differ a little: never refill backwards, never move the
+                # stamp back.
+                tokens = min(float(bucket.burst), float(row.get("tokens", 0.0)) + max(0.0, now - last) * bucket.per_second)
+                stamp = max(now, last)
+            if tokens < cost:
+                wait = (cost - tokens) / bucket.per_second
+                return Decision(False, tokens, max(1, math.ceil(wait)))
+            entity = {"PartitionKey": key, "RowKey": bucket.name, "tokens": tokens - cost, "updated": stamp}
+            try:
+                if row is None:
+                    self.table.create_entity(entity)
+                else:
+                    self.table.update_entity(
+                        entity, mode=UpdateMode.REPLACE, etag=row.metadata["etag"],
+                        match_condition=MatchConditions.IfNotModified,
+                    )
+                return Decision(True, tokens - cost)
+            except (ResourceModifiedError, ResourceExistsError):
+                # Another request (here or on another instance) spent from this bucket
+                # between our read and our write: look again.
+                time.sleep(random.uniform(0.002, 0.01 * (attempt + 1)))
+            except ResourceNotFoundError:
+                # The row was purged between read and write, or the table is gone.
+                self._table_ready = False
+                self._ensure_table()
+        log.warning("rate limit row for %s too contended; refusing this request", key[:8])
+        return Decision(False, 0.0, 1)
+
+    def purge_idle(self, buckets: list[Bucket], now: float | None = None) -> int:
+        """Delete rows of buckets that have been full for a while (no row = full)."""
+        if not any(b.enabled for b in buckets):
+            return 0
+        now = self.clock() if now is None else now
+        self._ensure_table()
+        removed = 0
+        for bucket in buckets:
+            if not bucket.enabled:
+                continue
+            cutoff = now - bucket.full_after - 60
+            rows = self.table.query_entities(
+                "RowKey eq @name and updated lt @cutoff", parameters={"name": bucket.name, "cutoff": cutoff},
+                select=["PartitionKey", "RowKey"],
+            )
+            for row in rows:
+                try:
+                    self.table.delete_entity(row["PartitionKey"], row["RowKey"])
+                    removed += 1
+                except ResourceNotFoundError:
+                    pass
+        return removed
+
+
+def _create_if_missing(table: TableClient) -> None:
+    try:
+        table.create_table()
+    except ResourceExistsError:
+        pass
