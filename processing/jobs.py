@@ -180,9 +180,11 @@ class JobRepository:
     def stale(self, queued_before: datetime, lease_before: datetime) -> Iterator[Job]:
         """Queued jobs nobody picked up, and running jobs whose lease ran out long ago:
         their message may be gone, so the sweeper re-enqueues them."""
+        # The SDK substitutes @names split on whitespace: "@name)" would not be found, so
+        # every parameter is followed by a space.
         return self.query(
-            "RowKey eq 'job' and ((status eq @queued and enqueued eq true and created_at lt @queued_before)"
-            " or (status eq @running and lease_until lt @lease_before))",
+            "RowKey eq 'job' and ((status eq @queued and enqueued eq true and created_at lt @queued_before )"
+            " or (status eq @running and lease_until lt @lease_before ))",
             {"queued": QUEUED, "running": RUNNING, "queued_before": queued_before, "lease_before": lease_before},
         )
 
