@@ -24,7 +24,7 @@ from starlette.responses import JSONResponse
 
 from .auth import ANONYMOUS, ApiKeys, AuthError, Caller, identify
 from .config import Settings
-from .ratelimit import Bucket, Decision, RateLimiter
+from .ratelimit import Bucket, Decision, RateLimiter, buckets
 from .storage import Storage
 
 log = logging.getLogger(__name__)
@@ -43,8 +43,7 @@ class AccessGate:
         self.settings = settings
         self.keys = ApiKeys(storage.tables.get_table_client(settings.api_keys_table), settings.api_key_cache_seconds)
         self.limiter = RateLimiter(storage.tables.get_table_client(settings.rate_limit_table))
-        self.submit_bucket = Bucket("submit", settings.rate_limit_per_minute, settings.rate_limit_burst)
-        self.read_bucket = Bucket("read", settings.rate_limit_reads_per_minute, settings.rate_limit_reads_burst)
+        self.submit_bucket, self.read_bucket = buckets(settings)
 
     def bucket_for(self, method: str, path: str) -> Bucket | None:
         if not path.startswith("/api/"):

@@ -156,3 +156,17 @@ def _create_if_missing(table: TableClient) -> None:
         table.create_table()
     except ResourceExistsError:
         pass
+
+
+def buckets(settings) -> tuple[Bucket, Bucket]:
+    """The API's two buckets per client, from the settings: submissions and reads."""
+    return (
+        Bucket("submit", settings.rate_limit_per_minute, settings.rate_limit_burst),
+        Bucket("read", settings.rate_limit_reads_per_minute, settings.rate_limit_reads_burst),
+    )
+
+
+def purge_idle_buckets(settings, storage) -> int:
+    """The timer's share: forget clients whose buckets have long been full again."""
+    limiter = RateLimiter(storage.tables.get_table_client(settings.rate_limit_table))
+    return limiter.purge_idle(list(buckets(settings)))

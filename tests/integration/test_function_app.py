@@ -1,0 +1,224 @@
+"""The Azure Functions entry points, called the way the Functions host calls them: the
+module imported with the host's environment, each function taken from
+``app.get_functions()`` and given real ``azure.functions`` request, message and timer
+objects, against Azurite."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import io
+import json
+import time
+from datetime import timedelta
+from types import SimpleNamespace
+
+import azure.functions as func
+import httpx
+import pytest
+from azure.functions.queue import QueueMessage
+from azure.functions.timer import TimerRequest
+from PIL import Image
+
+from tests.conftest import env_for
+
+
+def _clear_caches() -> None:
+    from processing import config, runtime
+
+    config.get_settings.cache_clear()
+    for cached in (runtime.storage, runtime.job_handler, runtime.job_service):
+        cached.cache_clear()
+
+
+class Functions:
+    """function_app as the host sees it, plus helpers to call its functions."""
+
+    def __init__(self, module, storage):
+        self.module = module
+        self.storage = storage
+        # get_functions() indexes the app, as the host does once at start-up.
+        self.functions = module.app.get_functions()
+        self.by_name = {f.get_function_name(): f.get_user_function() for f in self.functions}
+        self.loop = asyncio.new_event_loop()
+        self.context = SimpleNamespace(invocation_id="test-invocation", function_name="http_app_func",
+                                       function_directory=".", trace_context=None, retry_context=None,
+                                       thread_local_storage=None)
+
+    def http(self, method: str, path: str, **kwargs) -> func.HttpResponse:
+        """Build the request with httpx (so multipart bodies are real) and hand it to the
+        ASGI function as a func.HttpRequest."""
+        built = httpx.Request(method, f"http://localhost{path}", **kwargs)
+        request = func.HttpRequest(method, str(built.url), headers=dict(built.headers), body=built.read())
+        return self.loop.run_until_complete(self.by_name["http_app_func"](request, self.context))
+
+    def deliver_all(self) -> int:
+        """Every visible message to restore_job, as the queue trigger would; then delete it."""
+        delivered = 0
+        for message in self.storage.jobs_queue.receive_messages(max_messages=32, visibility_timeout=60):
+            self.by_name["restore_job"](QueueMessage(id=message.id, body=message.content,
+                                                     dequeue_count=message.dequeue_count,
+                                                     pop_receipt=message.pop_receipt))
+            self.storage.jobs_queue.delete_message(message)
+            delivered += 1
+        return delivered
+
+    def close(self) -> None:
+        app = self.module.app
+        if app.startup_task_done:  # the ASGI lifespan's shutdown, on the loop it started on
+            self.loop.run_until_complete(app.middleware.notify_shutdown())
+            app.startup_task_done = False
+        self.loop.close()
+
+
+@pytest.fixture
+def functions(settings, storage, engine, monkeypatch):
+    def load(**extra_env: str) -> Functions:
+        for name, value in env_for(settings, **extra_env).items():
+            monkeypatch.setenv(name, value)
+        _clear_caches()
+        import function_app
+
+        module = importlib.reload(function_app)
+        from processing import runtime
+
+        runtime.job_handler()._engine = engine  # the session's engine: no second model load
+        loaded = Functions(module, storage)
+        opened.append(loaded)
+        return loaded
+
+    opened: list[Functions] = []
+    yield load
+    for loaded in opened:
+        loaded.close()
+    monkeypatch.undo()
+    _clear_caches()
+
+
+def _png(width=96, height=64) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), (120, 90, 60)).save(out, "PNG")
+    return out.getvalue()
+
+
+def test_the_app_registers_its_functions(functions):
+    app = functions()
+    assert set(app.by_name) == {"http_app_func", "restore_job", "fail_poisoned_job", "purge_expired_jobs"}
+    bindings = {f.get_function_name(): f.get_bindings_dict()["bindings"] for f in app.functions}
+    assert [(b["type"], b["queueName"]) for b in bindings["restore_job"]] == [("queueTrigger", "%JOBS_QUEUE%")]
+    assert [(b["type"], b["queueName"]) for b in bindings["fail_poisoned_job"]] == [("queueTrigger", "%JOBS_QUEUE%-poison")]
+    assert bindings["purge_expired_jobs"][0]["type"] == "timerTrigger"
+
+
+def test_http_submit_queue_process_and_download(functions, astronaut_png):
+    app = functions()
+    accepted = app.http("POST", "/api/jobs", files={"file": ("me.png", astronaut_png, "image/png")},
+                        data={"blend_mask": "box", "upscale": "1"})
+    assert accepted.status_code == 202, accepted.get_body()
+    job = json.loads(accepted.get_body())
+    assert accepted.headers["Location"] == f"/api/jobs/{job['id']}"
+    assert accepted.headers["X-Content-Type-Options"] == "nosniff"
+
+    assert app.deliver_all() == 1
+    status = app.http("GET", f"/api/jobs/{job['id']}")
+    body = json.loads(status.get_body())
+    assert status.status_code == 200 and body["status"] == "succeeded" and body["face_count"] == 1
+    result = app.http("GET", f"/api/jobs/{job['id']}/result")
+    assert result.status_code == 200 and result.mimetype == "image/png"
+    assert Image.open(io.BytesIO(result.get_body())).size == (512, 512)
+
+    health = app.http("GET", "/api/health")
+    assert json.loads(health.get_body())["storage"] is True
+    missing = app.http("GET", "/api/jobs/" + "0" * 32)
+    assert missing.status_code == 404 and json.loads(missing.get_body())["error"]["code"] == "job_not_found"
+    refused = app.http("POST", "/api/jobs", files={"file": ("x.jpg", b"not an image", "image/jpeg")})
+    assert refused.status_code == 415 and json.loads(refused.get_body())["error"]["code"] == "not_an_image"
+
+
+def test_functions_without_a_client_address_trust_the_front_end_only_when_told(functions):
+    """Under the Functions host the ASGI scope has no client address; with
+    TRUST_FORWARDED_FOR the front end's X-Forwarded-For tells clients apart."""
+    app = functions(RATE_LIMIT_PER_MINUTE="6", RATE_LIMIT_BURST="1", TRUST_FORWARDED_FOR="true")
+    post = lambda ip: app.http("POST", "/api/jobs", files={"file": ("a.png", _png(), "image/png")},  # noqa: E731
+                               headers={"X-Forwarded-For": ip}).status_code
+    assert [post("198.51.100.1:4431"), post("198.51.100.1:4432"), post("198.51.100.2:4433")] == [202, 429, 202]
+
+
+def test_bad_and_orphan_messages_are_consumed_without_raising(functions):
+    app = functions()
+    restore = app.by_name["restore_job"]
+    for body in (b"not json", json.dumps({"job_id": "0" * 32}).encode(), b"{}"):
+        restore(QueueMessage(id="m", body=body, dequeue_count=1))  # returns: the host deletes the message
+
+
+def test_poison_message_marks_its_job_failed(functions):
+    app = functions()
+    job_id = json.loads(app.http("POST", "/api/jobs", files={"file": ("a.png", _png(), "image/png")}).get_body())["id"]
+    app.by_name["fail_poisoned_job"](QueueMessage(id="p", body=json.dumps({"job_id": job_id}).encode(), dequeue_count=1))
+    body = json.loads(app.http("GET", f"/api/jobs/{job_id}").get_body())
+    assert body["status"] == "failed" and body["error"]["code"] == "processing_failed"
+    app.by_name["fail_poisoned_job"](QueueMessage(id="p", body=b"garbage", dequeue_count=1))  # no job: no error
+
+
+def test_a_busy_job_message_is_put_back_for_when_the_lease_ends(functions, settings):
+    """The host deletes a message once the function returns; a message for a job another
+    instance holds is re-sent, invisible until that lease runs out, so a dead holder's
+    job is still taken over."""
+    from processing.jobs import JobRepository
+
+    app = functions()
+    job_id = json.loads(app.http("POST", "/api/jobs", files={"file": ("a.png", _png(), "image/png")},
+                                 data={"upscale": "1"}).get_body())["id"]
+    for message in app.storage.jobs_queue.receive_messages(max_messages=32):
+        app.storage.jobs_queue.delete_message(message)
+    repo = JobRepository(app.storage.tables.get_table_client(settings.jobs_table))
+    repo.claim(job_id, "instance-that-will-die", timedelta(seconds=2))
+
+    app.by_name["restore_job"](QueueMessage(id="b", body=json.dumps({"job_id": job_id}).encode(), dequeue_count=1))
+    assert app.storage.jobs_queue.get_queue_properties().approximate_message_count == 1
+    assert list(app.storage.jobs_queue.peek_messages()) == []  # invisible for now
+    deadline = time.monotonic() + 15
+    while app.deliver_all() == 0:
+        assert time.monotonic() < deadline, "the re-sent message never became visible"
+        time.sleep(0.5)
+    job = repo.get(job_id)
+    assert job.status == "succeeded" and job.attempts == 2
+
+
+def test_timer_purges_expired_jobs_requeues_stale_ones_and_forgets_idle_clients(functions, settings):
+    from processing.jobs import JobRepository, utcnow
+    from processing.ratelimit import client_key
+
+    app = functions(JOB_RETENTION_HOURS="0.0005", RATE_LIMIT_PER_MINUTE="60", RATE_LIMIT_BURST="5")  # 1.8 s
+    ids = [json.loads(app.http("POST", "/api/jobs", files={"file": ("a.png", _png(), "image/png")},
+                               data={"upscale": "1"}).get_body())["id"] for _ in range(2)]
+    assert app.deliver_all() == 2
+    assert app.http("DELETE", f"/api/jobs/{ids[1]}").status_code == 204  # DELETE: gone at once
+    limits = app.storage.tables.get_table_client(settings.rate_limit_table)
+    limits.upsert_entity({"PartitionKey": client_key("ip:old"), "RowKey": "submit", "tokens": 5.0,
+                          "updated": time.time() - 3600})
+    time.sleep(2.0)
+
+    # A job whose worker died long ago and whose message is gone: the timer re-enqueues it.
+    stale_id = json.loads(app.http("POST", "/api/jobs", files={"file": ("b.png", _png(), "image/png")}).get_body())["id"]
+    for message in app.storage.jobs_queue.receive_messages(max_messages=32):
+        app.storage.jobs_queue.delete_message(message)
+    repo = JobRepository(app.storage.tables.get_table_client(settings.jobs_table))
+    held = repo.claim(stale_id, "dead-instance", timedelta(seconds=1))
+    held.lease_until = utcnow() - timedelta(minutes=11)
+    held.expires_at = utcnow() + timedelta(hours=1)
+    repo.save(held)
+
+    app.by_name["purge_expired_jobs"](TimerRequest(past_due=False))
+
+    assert app.http("GET", f"/api/jobs/{ids[0]}").status_code == 404
+    for container in (settings.uploads_container, settings.results_container):
+        names = [b.name for b in app.storage.container(container).list_blobs()]
+        assert all(name.startswith(stale_id) for name in names), names
+    remaining = {row["PartitionKey"] for row in repo.table.list_entities()}
+    assert remaining == {stale_id}
+    assert not any(row["PartitionKey"] == client_key("ip:old") for row in limits.list_entities())
+
+    assert app.deliver_all() == 1  # the re-enqueued message
+    final = repo.get(stale_id)
+    assert final.status == "succeeded" and final.attempts == 2
