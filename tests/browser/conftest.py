@@ -1,0 +1,99 @@
+"""Browser fixtures: one live stack (API + worker on Azurite, stand-in weights) and one Chromium per
+module, a fresh page per test that records console errors and Content-Security-Policy violations."""
+
+from __future__ import annotations
+
+import pytest
+
+from processing.config import Settings
+from tests.conftest import ARTIFACTS, LiveStack, unique_name
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+
+# Runs before any page script: CSP violations are reported here even when the console says nothing.
+WATCH_CSP = """
+window.__cspViolations = [];
+document.addEventListener("securitypolicyviolation", (e) => {
+  window.__cspViolations.push(`${e.violatedDirective} blocked ${e.blockedURI || "inline"}`);
+});
+"""
+
+
+@pytest.fixture(scope="module")
+def stack(azurite, standin_weights, tmp_path_factory):
+    """Like tests/conftest.py's live_stack, but shared by every test in a module (starting the
+    worker loads the models, which takes seconds)."""
+    from processing.storage import Storage
+
+    settings = Settings(
+        storage_connection_string=azurite.connection_string,
+        jobs_queue=unique_name("jobs-"),
+        jobs_table=unique_name("jobs"),
+        uploads_container=unique_name("uploads-"),
+        results_container=unique_name("results-"),
+        weights_dir=standin_weights,
+        standin_weights=True,
+        torch_threads=2,
+        lease_seconds=30,
+        worker_poll_seconds=0.2,
+    )
+    Storage(settings).ensure_resources()
+    live = LiveStack(settings, tmp_path_factory.mktemp("browser-stack"))
+    live.start_api()
+    live.start_worker()
+    yield live
+    live.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def artifacts():
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
+
+
+class PageWatch:
+    """Console errors, uncaught exceptions and CSP violations seen by one page."""
+
+    def __init__(self, page):
+        self.page = page
+        self.errors: list[str] = []
+        page.on("console", lambda message: message.type == "error" and self.errors.append(message.text))
+        page.on("pageerror", lambda error: self.errors.append(f"uncaught: {error}"))
+
+    def csp_violations(self) -> list[str]:
+        try:
+            return self.page.evaluate("window.__cspViolations || []")
+        except Exception:  # the page is closing
+            return []
+
+    def assert_clean(self, allow: tuple[str, ...] = ()) -> None:
+        """No console errors (except those containing an allowed fragment) and no CSP violations."""
+        errors = [e for e in self.errors if not any(fragment in e for fragment in allow)]
+        assert not errors, f"console errors: {errors}"
+        violations = self.csp_violations()
+        assert not violations, f"CSP violations: {violations}"
+
+
+def open_page(context, url: str):
+    page = context.new_page()
+    page.add_init_script(WATCH_CSP)
+    watch = PageWatch(page)
+    response = page.goto(url)
+    assert response is not None and response.ok
+    # The page must be running under the strict policy the API sends, or the checks prove nothing.
+    csp = response.headers.get("content-security-policy", "")
+    assert "script-src 'self'" in csp and "style-src 'self'" in csp and "unsafe-inline" not in csp
+    page.wait_for_selector("#opt-strength")  # options are built from /api/info
+    return page, watch
