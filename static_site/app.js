@@ -1135,11 +1135,14 @@
       if (n !== null && n !== undefined) facts.push(n === 0 ? "No faces found" : n === 1 ? "1 face restored" : `${n} faces restored`);
       if (resultLabel) facts.push(resultLabel);
       if (r.started_at && r.finished_at) facts.push(`took ${duration((Date.parse(r.finished_at) - Date.parse(r.started_at)) / 1000)}`);
-      if (r.preprocessing && r.preprocessing.length) facts.push(`first: ${r.preprocessing.join(", ")}`);
       const summary = h("p", { class: "result-facts" }, facts.join(" · "));
       if (r.standin_weights) summary.prepend(h("span", { class: "chip chip-warn", title: "Stand-in model weights: the restored faces are meaningless" }, "Demo output"), " ");
 
       const side = h("div", { class: "result-side" }, summary);
+      if (r.preprocessing && r.preprocessing.length) {
+        const steps = r.preprocessing.join(", ");
+        side.append(h("p", { class: "result-facts" }, `Before restoring: ${steps}.`));
+      }
       if (n === 0) {
         side.append(h("p", { class: "note" },
           "No face was detected, so the photo was only enlarged. If it does show a face, try a larger or sharper copy, " +
@@ -1604,6 +1607,9 @@
     for (const item of items) list.insertBefore(item.el, first);
     state.items.unshift(...items);
     updateEmpty();
+    // Show what was just added (on a phone the list starts below the options).
+    const reduce = matchMedia("(prefers-reduced-motion: reduce)").matches;
+    if (items.length) items[0].el.scrollIntoView({ behavior: reduce ? "auto" : "smooth", block: "nearest" });
   }
 
   function displayName(file, i, count) {

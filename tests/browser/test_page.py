@@ -395,6 +395,33 @@ def test_busy_service_is_retried_then_cancelled(context, stack, astronaut_png, t
     page.close()
 
 
+def test_status_errors_back_off_and_recover(context, stack, restored):
+    """The service stumbles (503 with Retry-After) when the page asks for a job: the card says so in
+    plain words, asks again when told to, and recovers."""
+    page, watch = open_page(context, stack.url)
+    page.wait_for_selector(f".job[data-job-id='{restored['job_id']}'][data-status=succeeded]", timeout=15000)
+    attempts = []
+
+    def stumble(route):
+        attempts.append(time.monotonic())
+        if len(attempts) <= 2:
+            route.fulfill(status=503, headers={"Retry-After": "1", "Content-Type": "application/json"},
+                          body='{"error": {"code": "storage_unavailable", "message": "storage is temporarily unavailable"}}')
+        else:
+            route.continue_()
+
+    page.route(f"**/api/jobs/{restored['job_id']}", stumble)
+    page.reload()
+    card = page.locator(f".job[data-job-id='{restored['job_id']}']")
+    page.wait_for_function("() => /hiccup/.test(document.querySelector('.job .stage-text')?.textContent || '')")
+    assert "Checking again in 1" in card.locator(".stage-text").inner_text().replace("\u00a0", " ")
+    page.wait_for_selector(f".job[data-job-id='{restored['job_id']}'][data-status=succeeded]", timeout=15000)
+    assert len(attempts) == 3
+    assert attempts[1] - attempts[0] >= 0.9 and attempts[2] - attempts[1] >= 0.9, attempts  # Retry-After honoured
+    watch.assert_clean(allow=(f"{LOAD_FAILED} 503",))
+    page.close()
+
+
 def test_reload_keeps_job_and_delete_removes_it(context, stack, restored):
     page, watch = open_page(context, stack.url)
     job_id = restored["job_id"]
