@@ -150,6 +150,8 @@ class InfoView(BaseModel):
     models: list[str]
     max_upload_bytes: int
     max_pixels: int
+    max_batch_files: int
+    max_batch_bytes: int
     retention_hours: float
     options: dict[str, Any]
 
@@ -535,6 +537,8 @@ def create_app(settings: Settings, storage: Storage | None = None) -> FastAPI:
             models=[m for m, name in weights.GFPGAN_FILES.items() if (settings.weights_dir / name).is_file()],
             max_upload_bytes=settings.max_upload_bytes,
             max_pixels=settings.max_pixels,
+            max_batch_files=settings.max_batch_files,
+            max_batch_bytes=settings.max_batch_bytes,
             retention_hours=settings.retention_hours,
             options=JobOptions.model_json_schema()["properties"],
         )

@@ -225,6 +225,7 @@ def test_health_and_info(client):
     info = client.get("/api/info").json()
     assert info["standin_weights"] is True and "1.4" in info["models"]
     assert info["options"]["upscale"]["maximum"] == 4
+    assert info["max_batch_files"] == 50 and info["max_batch_bytes"] == 200 * 1024 * 1024
 
 
 @pytest.mark.parametrize(
