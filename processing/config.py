@@ -92,9 +92,9 @@ class Settings:
     )
     max_queue_depth: int = field(default=500, metadata={"env": "MAX_QUEUE_DEPTH"})
 
-    # Abuse limits (processing/ratelimit.py): a token bucket per client in Table Storage.
-    # Submissions (any POST under /api/) and reads of jobs have separate buckets; a rate
-    # of 0 turns that bucket off.
+    # Abuse limits (processing/ratelimit.py): a token bucket per client. Submissions (any
+    # POST under /api/) in Table Storage, exact across instances; reads of jobs and
+    # batches in each instance's memory. A rate of 0 turns that bucket off.
     rate_limit_per_minute: float = field(default=10.0, metadata={"env": "RATE_LIMIT_PER_MINUTE"})
     rate_limit_burst: int = field(default=20, metadata={"env": "RATE_LIMIT_BURST"})
     rate_limit_reads_per_minute: float = field(default=600.0, metadata={"env": "RATE_LIMIT_READS_PER_MINUTE"})

@@ -5,7 +5,9 @@ over its limit cannot make the service spool another 20 MB. It answers
 
 - 401 when an ``X-API-Key`` is present but not valid, or when ``REQUIRE_AUTH`` is set
   and a submission comes with neither a key nor an App Service principal;
-- 429 with ``Retry-After`` when the client's token bucket is empty;
+- 429 with ``Retry-After`` when the client's token bucket is empty (submissions: a
+  bucket in Table Storage, exact across instances; reads: a bucket in this instance's
+  memory, because a table round trip per status poll cost more than the poll);
 - 503 with ``Retry-After`` when the tables it needs cannot be reached;
 
 and otherwise records the caller in the request state for the endpoints (job owners).
@@ -24,7 +26,7 @@ from starlette.responses import JSONResponse
 
 from .auth import ANONYMOUS, ApiKeys, AuthError, Caller, identify
 from .config import Settings
-from .ratelimit import Bucket, Decision, RateLimiter, buckets
+from .ratelimit import Bucket, Decision, LocalRateLimiter, RateLimiter, buckets
 from .storage import Storage
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,7 @@ class AccessGate:
         self.settings = settings
         self.keys = ApiKeys(storage.tables.get_table_client(settings.api_keys_table), settings.api_key_cache_seconds)
         self.limiter = RateLimiter(storage.tables.get_table_client(settings.rate_limit_table))
+        self.read_limiter = LocalRateLimiter()
         self.submit_bucket, self.read_bucket = buckets(settings)
 
     def bucket_for(self, method: str, path: str) -> Bucket | None:
@@ -59,7 +62,8 @@ class AccessGate:
                           app_service_auth=self.settings.app_service_auth)
         if bucket is self.submit_bucket and self.settings.require_auth and not caller.authenticated:
             raise AuthError("auth_required", "submitting needs an API key (X-API-Key header) or a signed-in user")
-        return caller, self.limiter.take(caller.rate_key, bucket)
+        limiter = self.limiter if bucket is self.submit_bucket else self.read_limiter
+        return caller, limiter.take(caller.rate_key, bucket)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] == "OPTIONS":

@@ -9,6 +9,9 @@ many instances serve the API, with no state in any one of them.
 Rows are keyed by a hash of the client (an address, an API key id, a principal), so
 the table holds no addresses in the clear. Idle rows are deleted by ``purge_idle`` (the
 timer): a bucket untouched for long enough is full again, which is what no row means.
+
+Status reads use the same bucket arithmetic in memory (``LocalRateLimiter``): they are
+frequent and cheap, and a storage round trip per poll cost more than the poll itself.
 """
 
 from __future__ import annotations
@@ -151,6 +154,41 @@ class RateLimiter:
         return removed
 
 
+class LocalRateLimiter:
+    """The same bucket kept in this process's memory: for status reads, which are cheap
+    and frequent. A Table round trip per poll doubled the storage traffic of polling
+    (see BENCHMARKS.md, Load test); a client spread over N instances may read N times
+    the limit, which is still a limit. Submissions use ``RateLimiter``."""
+
+    MAX_CLIENTS = 50_000
+
+    def __init__(self, clock=time.monotonic):
+        self.clock = clock
+        self._rows: dict[tuple[str, str], tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, client: str, bucket: Bucket, cost: float = 1.0) -> Decision:
+        if not bucket.enabled:
+            return ALLOWED
+        now = self.clock()
+        key = (client, bucket.name)
+        with self._lock:
+            tokens, last = self._rows.get(key, (float(bucket.burst), now))
+            tokens = min(float(bucket.burst), tokens + max(0.0, now - last) * bucket.per_second)
+            if tokens < cost:
+                self._rows[key] = (tokens, now)
+                return Decision(False, tokens, max(1, math.ceil((cost - tokens) / bucket.per_second)))
+            if len(self._rows) >= self.MAX_CLIENTS and key not in self._rows:
+                self._forget_full(now, bucket)
+            self._rows[key] = (tokens - cost, now)
+            return Decision(True, tokens - cost)
+
+    def _forget_full(self, now: float, bucket: Bucket) -> None:
+        idle = [k for k, (_, last) in self._rows.items() if now - last > bucket.full_after]
+        for k in idle or list(self._rows)[: len(self._rows) // 2]:
+            del self._rows[k]
+
+
 def _create_if_missing(table: TableClient) -> None:
     try:
         table.create_table()
@@ -159,7 +197,8 @@ def _create_if_missing(table: TableClient) -> None:
 
 
 def buckets(settings) -> tuple[Bucket, Bucket]:
-    """The API's two buckets per client, from the settings: submissions and reads."""
+    """The API's two buckets per client, from the settings: submissions (Table Storage)
+    and reads (in memory)."""
     return (
         Bucket("submit", settings.rate_limit_per_minute, settings.rate_limit_burst),
         Bucket("read", settings.rate_limit_reads_per_minute, settings.rate_limit_reads_burst),
@@ -169,4 +208,4 @@ def buckets(settings) -> tuple[Bucket, Bucket]:
 def purge_idle_buckets(settings, storage) -> int:
     """The timer's share: forget clients whose buckets have long been full again."""
     limiter = RateLimiter(storage.tables.get_table_client(settings.rate_limit_table))
-    return limiter.purge_idle(list(buckets(settings)))
+    return limiter.purge_idle([buckets(settings)[0]])
