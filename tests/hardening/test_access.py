@@ -14,7 +14,7 @@ import time
 import pytest
 
 from processing.auth import ApiKeys, client_address
-from processing.ratelimit import Bucket, RateLimiter
+from processing.ratelimit import Bucket, LocalRateLimiter, RateLimiter
 from processing.storage import Storage
 from tests.conftest import ROOT, env_for
 from tests.hardening.helpers import app_client, blob_names, png_bytes, submit
@@ -69,6 +69,17 @@ def test_bucket_refills_with_time(settings, storage):
     # A clock that runs behind (another instance) never refills backwards.
     now[0] -= 30
     assert not limiter.take("ip:1", bucket).allowed
+
+
+def test_read_buckets_live_in_memory_with_the_same_arithmetic():
+    now = [0.0]
+    limiter = LocalRateLimiter(clock=lambda: now[0])
+    bucket = Bucket("read", per_minute=60, burst=2)
+    assert [limiter.take("ip:1", bucket).allowed for _ in range(3)] == [True, True, False]
+    assert limiter.take("ip:2", bucket).allowed  # another client, another bucket
+    assert limiter.take("ip:1", bucket).retry_after == 1
+    now[0] += 1.0
+    assert limiter.take("ip:1", bucket).allowed and not limiter.take("ip:1", bucket).allowed
 
 
 def test_the_limit_holds_across_instances_under_contention(settings):
