@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from . import weights
 from .batches import BatchNotFound, summary
 from .config import Settings
-from .gate import AccessGate, current_caller, owner_check
+from .gate import AccessGate, charge_extra, current_caller, owner_check
 from .images import ImageRejected
 from .jobs import TERMINAL, Job, JobNotFound
 from .options import JobOptions
@@ -478,6 +478,7 @@ def create_app(settings: Settings, storage: Storage | None = None) -> FastAPI:
     def submit_batch(request: Request, response: Response, form: Annotated[BatchSubmission, Form()]) -> BatchView:
         files = [(f.filename or "", f.file.read(settings.max_batch_bytes + 1)) for f in form.files]
         batch = service.submit_batch(files, form.options(), owner=current_caller(request).owner)
+        charge_extra(request, len(batch.job_ids) - 1)  # one submission token per image
         response.headers["Location"] = f"/api/batches/{batch.id}"
         response.headers["Retry-After"] = str(POLL_SECONDS)
         return batch_view(*service.batch(batch.id))

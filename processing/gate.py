@@ -17,6 +17,7 @@ only by that owner (404 to anyone else, so its existence does not leak).
 
 from __future__ import annotations
 
+import functools
 import logging
 
 from azure.core.exceptions import AzureError
@@ -94,12 +95,28 @@ class AccessGate:
                 {"Retry-After": str(decision.retry_after)},
             )
             return await response(scope, receive, send)
-        scope.setdefault("state", {})["caller"] = caller
+        state = scope.setdefault("state", {})
+        state["caller"] = caller
+        if bucket is self.submit_bucket:
+            state["charge"] = functools.partial(self.limiter.charge, caller.rate_key, bucket)
         await self.app(scope, receive, send)
 
 
 def current_caller(request: Request) -> Caller:
     return getattr(request.state, "caller", ANONYMOUS)
+
+
+def charge_extra(request: Request, cost: int) -> None:
+    """Bill further units of accepted work to the caller's submission bucket (each image
+    of a batch after the first), into debt if need be: a 50-image batch costs 50 tokens,
+    not one. Billing trouble never fails work that was already accepted."""
+    charge = getattr(request.state, "charge", None)
+    if charge is None or cost <= 0:
+        return
+    try:
+        charge(cost)
+    except AzureError as error:
+        log.warning("could not bill %d extra submissions: %s", cost, error.__class__.__name__)
 
 
 def owner_check(request: Request) -> None:

@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 # requests contend this hard is refused (as if its bucket were empty) rather than
 # holding a worker thread.
 MAX_ATTEMPTS = 12
+# How far into debt ``charge`` may take a bucket, in bursts.
+MAX_DEBT = 10
 
 
 @dataclass(frozen=True)
@@ -88,7 +90,15 @@ class RateLimiter:
 
     def take(self, client: str, bucket: Bucket, cost: float = 1.0) -> Decision:
         """Take ``cost`` tokens from ``client``'s ``bucket``, or say how long to wait."""
-        if not bucket.enabled:
+        return self._spend(client, bucket, cost, on_credit=False)
+
+    def charge(self, client: str, bucket: Bucket, cost: float) -> Decision:
+        """Spend ``cost`` tokens for work already accepted (a batch's further images),
+        into debt if need be: the client's next requests wait until it is paid off."""
+        return self._spend(client, bucket, cost, on_credit=True)
+
+    def _spend(self, client: str, bucket: Bucket, cost: float, on_credit: bool) -> Decision:
+        if not bucket.enabled or cost <= 0:
             return ALLOWED
         self._ensure_table()
         key = client_key(client)
@@ -106,10 +116,11 @@ class RateLimiter:
                 # stamp back.
                 tokens = min(float(bucket.burst), float(row.get("tokens", 0.0)) + max(0.0, now - last) * bucket.per_second)
                 stamp = max(now, last)
-            if tokens < cost:
+            if tokens < cost and not on_credit:
                 wait = (cost - tokens) / bucket.per_second
                 return Decision(False, tokens, max(1, math.ceil(wait)))
-            entity = {"PartitionKey": key, "RowKey": bucket.name, "tokens": tokens - cost, "updated": stamp}
+            left = max(tokens - cost, -MAX_DEBT * bucket.burst)
+            entity = {"PartitionKey": key, "RowKey": bucket.name, "tokens": left, "updated": stamp}
             try:
                 if row is None:
                     self.table.create_entity(entity)
@@ -118,7 +129,7 @@ class RateLimiter:
                         entity, mode=UpdateMode.REPLACE, etag=row.metadata["etag"],
                         match_condition=MatchConditions.IfNotModified,
                     )
-                return Decision(True, tokens - cost)
+                return Decision(True, left)
             except (ResourceModifiedError, ResourceExistsError):
                 # Another request (here or on another instance) spent from this bucket
                 # between our read and our write: look again.
@@ -143,9 +154,12 @@ class RateLimiter:
             cutoff = now - bucket.full_after - 60
             rows = self.table.query_entities(
                 "RowKey eq @name and updated lt @cutoff", parameters={"name": bucket.name, "cutoff": cutoff},
-                select=["PartitionKey", "RowKey"],
+                select=["PartitionKey", "RowKey", "tokens", "updated"],
             )
             for row in rows:
+                refilled = float(row.get("tokens", 0.0)) + (now - float(row.get("updated", now))) * bucket.per_second
+                if refilled < bucket.burst:
+                    continue  # still paying off a debt
                 try:
                     self.table.delete_entity(row["PartitionKey"], row["RowKey"])
                     removed += 1

@@ -354,3 +354,57 @@ def test_security_headers_on_the_page_and_on_errors(settings, storage, tmp_path)
         assert response.headers["x-content-type-options"] == "nosniff"
         assert response.headers["x-frame-options"] == "DENY"
         assert response.headers["referrer-policy"] == "no-referrer"
+
+
+# -- batches ---------------------------------------------------------------------------------
+
+
+def post_batch(client, count: int, headers: dict | None = None):
+    files = [("files", (f"p{i}.png", png_bytes(), "image/png")) for i in range(count)]
+    return client.post("/api/batches", files=files, headers=headers or {})
+
+
+def test_a_batch_costs_one_submission_per_image(settings, storage):
+    with app_client(settings, storage, rate_limit_per_minute=6, rate_limit_burst=5) as client:
+        accepted = post_batch(client, 4)
+        assert accepted.status_code == 202, accepted.text
+        assert submit(client, png_bytes()).status_code == 202  # the fifth token
+        refused = submit(client, png_bytes())
+        assert refused.status_code == 429
+        # A batch larger than what is left is still taken (it was accepted whole)...
+    with app_client(settings, storage, rate_limit_per_minute=6, rate_limit_burst=5,
+                    trust_forwarded_for=True) as client:
+        other = {"X-Forwarded-For": "192.0.2.50"}
+        assert post_batch(client, 8, other).status_code == 202
+        # ...and paid for afterwards: 5 - 8 = -3 tokens, 4 tokens (40 s) before the next.
+        after = submit(client, png_bytes(), headers=other)
+    assert after.status_code == 429 and 35 <= int(after.headers["Retry-After"]) <= 40
+
+
+def test_debt_is_not_forgiven_by_the_purge(settings, storage):
+    now = [0.0]
+    limiter = RateLimiter(storage.tables.get_table_client(settings.rate_limit_table), clock=lambda: now[0])
+    bucket = Bucket("submit", per_minute=6, burst=2)  # a token every 10 s
+    assert limiter.charge("ip:debtor", bucket, 500).remaining == -20  # debt is capped at ten bursts
+    now[0] = 81.0  # past the purge's idea of idle (full after 20 s, plus a minute)...
+    assert limiter.purge_idle([bucket], now=now[0]) == 0  # ...but still 11.9 tokens in debt
+    decision = limiter.take("ip:debtor", bucket)
+    assert not decision.allowed and decision.retry_after == 129
+    now[0] = 81.0 + 129
+    assert limiter.take("ip:debtor", bucket).allowed
+
+
+def test_keyed_batches_are_read_only_with_their_key(settings, storage):
+    keys = ApiKeys(storage.tables.get_table_client(settings.api_keys_table))
+    _, mine = keys.create("mine")
+    _, theirs = keys.create("theirs")
+    with app_client(settings, storage) as client:
+        batch_id = post_batch(client, 2, {"X-API-Key": mine}).json()["id"]
+        assert client.get(f"/api/batches/{batch_id}", headers={"X-API-Key": mine}).status_code == 200
+        for headers in ({}, {"X-API-Key": theirs}):
+            response = client.get(f"/api/batches/{batch_id}", headers=headers)
+            assert response.status_code == 404 and error_of(response)["code"] == "batch_not_found"
+            assert client.delete(f"/api/batches/{batch_id}", headers=headers).status_code == 404
+        job_ids = [job["id"] for job in client.get(f"/api/batches/{batch_id}", headers={"X-API-Key": mine}).json()["jobs"]]
+        assert all(client.get(f"/api/jobs/{j}").status_code == 404 for j in job_ids)
+        assert all(client.get(f"/api/jobs/{j}", headers={"X-API-Key": mine}).status_code == 200 for j in job_ids)
