@@ -61,7 +61,8 @@ def test_worker_killed_mid_job_is_taken_over_with_one_result(settings, storage, 
 
         def mid_job():
             body = httpx.get(f"{stack.url}/api/jobs/{job_id}", timeout=10).json()
-            return body if body["status"] == "running" and body["stage"].startswith(("restoring", "compositing")) else None
+            # Past loading and detection, before saving: inside the networks.
+            return body if body["status"] == "running" and 0.05 < body["progress"] < 0.9 else None
 
         seen = _wait(mid_job, 120, "the job never started")
         victim.send_signal(signal.SIGKILL)
