@@ -76,13 +76,6 @@ param deployerPrincipalId string = ''
 ])
 param deployerPrincipalType string = 'User'
 
-@description('GFPGAN model used when a request does not choose one.')
-@allowed([
-  '1.3'
-  '1.4'
-])
-param defaultModel string = '1.4'
-
 @description('Most faces restored per image.')
 param maxFaces int = 10
 
@@ -263,8 +256,10 @@ var appSettings = [
     value: 'false'
   }
   {
-    name: 'DEFAULT_MODEL'
-    value: defaultModel
+    // Container Apps ingress / the App Service front end put the caller's address in
+    // X-Forwarded-For; without it every anonymous caller would share one rate-limit bucket.
+    name: 'TRUST_FORWARDED_FOR'
+    value: 'true'
   }
   {
     name: 'TORCH_THREADS'

@@ -164,6 +164,18 @@ resource table 'Microsoft.Storage/storageAccounts/tableServices/tables@2024-01-0
   name: jobsTable
 }
 
+// Rate-limit buckets and hashed API keys (the app would create them on first use, but its
+// identity's data role is not meant to manage tables).
+resource rateLimitTable 'Microsoft.Storage/storageAccounts/tableServices/tables@2024-01-01' = {
+  parent: tableService
+  name: 'ratelimits'
+}
+
+resource apiKeysTable 'Microsoft.Storage/storageAccounts/tableServices/tables@2024-01-01' = {
+  parent: tableService
+  name: 'apikeys'
+}
+
 // Lifecycle management: the backstop behind the purge timer (which only runs while an
 // instance is up). Rules run about once a day, so a blob lives at most retentionDays + 1 days.
 resource lifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2024-01-01' = {

@@ -103,7 +103,7 @@ def test_containers_queues_and_table(bicep):
     tables = names("Microsoft.Storage/storageAccounts/tableServices/tables")
     assert containers == {"uploads", "results"}
     assert queues == {"restore-jobs", "restore-jobs-poison"}
-    assert tables == {"jobs"}
+    assert tables == {"jobs", "ratelimits", "apikeys"}  # apikeys/ratelimits: RATE_LIMIT_TABLE, API_KEYS_TABLE defaults
     # main.bicep passes the same names (and the app settings below use them).
     assert main_values == {
         "uploadsContainer": "uploads",
@@ -229,7 +229,7 @@ def test_app_settings_match_the_service_contract(bicep):
     assert settings["WEIGHTS_DIR"] == "/opt/weights"
     assert settings["JOBS_QUEUE"] == "jobsQueue" and resolve(bicep.main, "jobsQueue") == "restore-jobs"
     assert settings["CORS_ORIGINS"] == "siteOrigin", "CORS must be the static website's origin"
-    for name in ("JOBS_TABLE", "UPLOADS_CONTAINER", "RESULTS_CONTAINER", "DEFAULT_MODEL", "TORCH_THREADS",
+    for name in ("JOBS_TABLE", "UPLOADS_CONTAINER", "RESULTS_CONTAINER", "TRUST_FORWARDED_FOR", "TORCH_THREADS",
                  "MAX_FACES", "JOB_RETENTION_HOURS", "MAX_UPLOAD_BYTES", "MAX_PIXELS", "MAX_QUEUE_DEPTH"):
         assert name in settings, name
 
