@@ -133,10 +133,11 @@ class JobHandler:
         except ValueError as error:  # pydantic's ValidationError: a damaged or foreign record
             raise PermanentFailure("invalid_options", f"the job's options are not valid: {error.__class__.__name__}") from None
 
-        def report(stage: str, fraction: float) -> None:
-            nonlocal job
-            job = self.jobs.heartbeat(job, self.worker_id, self.lease, stage, fraction)
+        with _HeldJob(self.jobs, job, self.worker_id, self.lease) as held:
+            return self._restore(held, options, started)
 
+    def _restore(self, held: "_HeldJob", options: JobOptions, started: float) -> Outcome:
+        job, report = held.job, held.report
         report("loading", 0.01)
         try:
             data = self.storage.get_blob(self.settings.uploads_container, job.input_blob)
@@ -169,8 +170,7 @@ class JobHandler:
 
         timings = {name: round(seconds, 3) for name, seconds in result.timings.items()}
         timings["total"] = round(time.perf_counter() - started, 3)
-        self.jobs.finish(
-            job,
+        held.finish(
             SUCCEEDED,
             result_blob=result_blob,
             result_content_type=images.content_type(options.output_format),
@@ -194,6 +194,49 @@ class JobHandler:
                 self.jobs.save(current)
         except (AzureError, JobNotFound):
             pass  # the lease will simply run out
+
+
+class _HeldJob:
+    """The job this worker holds. Progress reports and a background renewal (every third
+    of the lease, so a long stage cannot let the lease lapse) share one lock: their
+    ETag-guarded writes never race each other."""
+
+    def __init__(self, jobs: JobRepository, job: Job, worker_id: str, lease: timedelta):
+        self.jobs, self.job, self.worker_id, self.lease = jobs, job, worker_id, lease
+        self._lock = threading.Lock()
+        self._lost: LeaseLost | None = None
+        self._stop = threading.Event()
+        self._renewer = threading.Thread(target=self._renew, daemon=True)
+
+    def __enter__(self) -> "_HeldJob":
+        self._renewer.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        self._renewer.join()
+
+    def report(self, stage: str | None = None, fraction: float | None = None) -> None:
+        with self._lock:
+            if self._lost is not None:
+                raise self._lost
+            self.job = self.jobs.heartbeat(self.job, self.worker_id, self.lease, stage, fraction)
+
+    def finish(self, status: str, **changes) -> None:
+        with self._lock:
+            if self._lost is not None:
+                raise self._lost
+            self.job = self.jobs.finish(self.job, status, **changes)
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.lease.total_seconds() / 3):
+            try:
+                self.report()
+            except LeaseLost as lost:
+                self._lost = lost
+                return
+            except AzureError as error:
+                log.warning("job %s: lease renewal failed (%s); retrying", self.job.id, error.__class__.__name__)
 
 
 def mark_poisoned(settings: Settings, storage: Storage, body: bytes | str) -> str | None:

@@ -263,3 +263,31 @@ def test_missing_file_field_is_422(client):
     response = client.post("/api/jobs", data={"upscale": "2"})
     assert response.status_code == 422
     assert response.json()["error"]["fields"][0]["field"] == "file"
+
+
+def test_lease_is_renewed_during_a_long_silent_stage(client, storage, settings, engine, astronaut_png):
+    """A stage longer than the lease (here a 3 s lease, a 4.5 s engine call with no progress)
+    must not let another worker take the job over."""
+    import threading
+    import time
+    from datetime import timedelta
+
+    from processing.worker import JobHandler
+
+    class Slow:
+        def restore(self, image, options, progress):
+            time.sleep(4.5)
+            return engine.restore(image, options, progress)
+
+    short = settings.with_changes(lease_seconds=3)
+    holder = JobHandler(short, storage, lambda: Slow(), worker_id="holder")
+    repo = JobRepository(storage.tables.get_table_client(settings.jobs_table))
+    job_id = submit(client, astronaut_png, blend_mask="box", upscale=1).json()["id"]
+    outcome = {}
+    runner = threading.Thread(target=lambda: outcome.update(result=holder.handle(job_id)))
+    runner.start()
+    time.sleep(4.0)  # past the original lease, inside the slow call
+    assert repo.claim(job_id, "thief", timedelta(seconds=3)) is None
+    runner.join()
+    assert outcome["result"].status == "succeeded"
+    assert repo.get(job_id).attempts == 1
