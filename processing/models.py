@@ -67,3 +67,55 @@ def load_parser(path: Path) -> ParseNet:
     net = new_parser()
     net.load_state_dict(_state_dict(path), strict=True)
     return net.eval()
+
+
+# -- GFPGAN's noise as an input -----------------------------------------------------
+#
+# GFPGANv1Clean's StyleGAN2 decoder adds per-layer Gaussian noise. Upstream draws it
+# inside the forward (``randomize_noise=True``, torch's generator) or uses stored buffers
+# (``randomize_noise=False``). Both backends here instead take it as an input, drawn by
+# ``engine.gfpgan_noise`` from a seed: the same distribution as upstream, reproducible,
+# identical across backends, and the exact same numbers can be handed to the stock
+# pipeline when comparing outputs.
+
+
+def forward_with_noise(net: GFPGANv1Clean, x: torch.Tensor, noise) -> torch.Tensor:
+    """``net(x, return_rgb=False)[0]`` with the decoder's noise given rather than drawn.
+
+    The decoder's own ``forward`` is wrapped for the duration of the call (upstream's
+    GFPGANv1Clean.forward does not pass ``noise`` through), so the math is upstream's."""
+    decoder = net.stylegan_decoder
+    tensors = [n if isinstance(n, torch.Tensor) else torch.from_numpy(n) for n in noise]
+    original = type(decoder).forward
+
+    def with_noise(styles, conditions, **kwargs):
+        kwargs.update(noise=tensors, randomize_noise=False)
+        return original(decoder, styles, conditions, **kwargs)
+
+    decoder.forward = with_noise
+    try:
+        return net(x, return_rgb=False)[0]
+    finally:
+        del decoder.forward
+
+
+class NoiseFedGFPGAN(torch.nn.Module):
+    """GFPGANv1Clean with the noise as inputs: what is exported to ONNX."""
+
+    def __init__(self, net: GFPGANv1Clean):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x, *noise):
+        return forward_with_noise(self.net, x, noise)
+
+
+class ParsingOnly(torch.nn.Module):
+    """ParseNet's parsing logits (its image head is unused by the paste-back mask)."""
+
+    def __init__(self, net: ParseNet):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net(x)[0]
