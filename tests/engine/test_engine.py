@@ -1,0 +1,266 @@
+"""The engine: faithful to the stock GFPGAN pipeline on pinned landmarks, its options do
+what they say, and the detector's downscale gives landmarks back in input pixels.
+
+Stand-in weights (random parameters): these tests check computation, never quality."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from processing.engine import FACE_SIZE, FACE_TEMPLATE, Engine, Face, HaarStandInDetector, RestoreOptions, gfpgan_noise
+from tests.conftest import astronaut_bgr
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    assert a.shape == b.shape
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def pinned(landmarks: np.ndarray) -> Face:
+    landmarks = np.asarray(landmarks, np.float64)
+    return Face((*landmarks.min(axis=0), *landmarks.max(axis=0)), 1.0, landmarks)
+
+
+@pytest.fixture(scope="module")
+def astronaut_face() -> tuple[np.ndarray, np.ndarray]:
+    """The 512x512 astronaut and its face's 5 landmarks (Haar box + FFHQ template)."""
+    image = astronaut_bgr()
+    faces = HaarStandInDetector(max_side=512).detect(image)
+    assert faces, "the Haar cascade should find the astronaut's face"
+    return image, faces[0].landmarks
+
+
+@pytest.fixture(scope="module")
+def photo_1024(astronaut_face):
+    image, landmarks = astronaut_face
+    big = cv2.resize(image, (1024, 1024), interpolation=cv2.INTER_LANCZOS4)
+    return big, (landmarks + 0.5) * 2 - 0.5
+
+
+# -- faithfulness ------------------------------------------------------------------
+
+
+def test_matches_stock_gfpgan_on_pinned_landmarks(engine, standin_weights, photo_1024, tmp_path, monkeypatch):
+    """GFPGANer.enhance (upscale 2, ParseNet mask) and our default engine on the same
+    landmarks and the same decoder noise: PSNR >= 40 dB (in practice ~85: rounding)."""
+    from benchmarks.stock import StockPipeline, prepare_workdir
+
+    image, landmarks = photo_1024
+    prepare_workdir(tmp_path, standin_weights)
+    monkeypatch.chdir(tmp_path)  # GFPGANer looks for gfpgan/weights in the working directory
+    stock = StockPipeline(standin_weights, threads=2, run_detector=False)
+    ok, png = cv2.imencode(".png", image)
+    stock_image, _, _ = stock.run(png.tobytes(), [landmarks], aligned=False, noise_seed=0)
+    stock_face = stock.restorer.face_helper.restored_faces[0]
+
+    ours = engine.restore(image, RestoreOptions(noise_seed=0), faces=[pinned(landmarks)])
+    assert ours.image.shape == stock_image.shape == (2048, 2048, 3)
+    assert psnr(ours.faces[0].after, stock_face) >= 50
+    assert psnr(ours.image, stock_image) >= 40
+
+
+def test_decoder_noise_is_an_input_that_reaches_the_output(engine, standin_weights):
+    """Stand-in checkpoints have zero noise strengths, so give every StyleConv a nonzero
+    one, in the torch module and in the exported graph alike: the runtime then matches
+    upstream's forward fed the same noise, and different noise gives a different face."""
+    import onnx
+    import onnxruntime as ort
+    import torch
+    from onnx import numpy_helper
+
+    from processing import models, onnx_runtime
+    from processing.weights import GFPGAN_FILES
+
+    name = GFPGAN_FILES["1.4"]
+    net = models.load_gfpgan(standin_weights / name)
+    strengths = {}
+    for index, conv in enumerate([net.stylegan_decoder.style_conv1, *net.stylegan_decoder.style_convs]):
+        conv.weight.data.fill_(0.05 * (index + 1))
+        strengths[f"noise{index}"] = 0.05 * (index + 1)
+
+    graph = onnx.load(onnx_runtime.cached_path(standin_weights, onnx_runtime.default_cache_dir(standin_weights), name))
+    for node in graph.graph.node:
+        noise = next((i for i in node.input if i in strengths), None)
+        if node.op_type == "Mul" and noise:
+            strength = f"test_strength_{noise}"
+            graph.graph.initializer.append(numpy_helper.from_array(np.array([strengths[noise]], np.float32), strength))
+            node.input[:] = [strength if i != noise else i for i in node.input]
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2
+    session = ort.InferenceSession(graph.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    del graph
+
+    crop = cv2.resize(astronaut_bgr(), (FACE_SIZE, FACE_SIZE))
+    x = onnx_runtime.to_input(crop)
+    noise_a, noise_b = gfpgan_noise(1), gfpgan_noise(2)
+    feed = lambda noise: {"input": x, **{f"noise{i}": n for i, n in enumerate(noise)}}  # noqa: E731
+    runtime_a = session.run(None, feed(noise_a))[0]
+    runtime_b = session.run(None, feed(noise_b))[0]
+    with torch.inference_mode():
+        upstream_a = models.forward_with_noise(net, torch.from_numpy(x), noise_a).numpy()
+    assert np.abs(runtime_a - upstream_a).max() < 1e-3
+    assert np.abs(runtime_a - runtime_b).max() > 1e-2  # the noise matters once it has a strength
+
+
+def test_torch_backend_computes_the_same(engine, standin_weights, astronaut_face):
+    """The fallback backend (upstream torch modules) agrees with the default one."""
+    image, landmarks = astronaut_face
+    torch_engine = Engine(standin_weights, threads=2, allow_standin=True, backend="torch")
+    matrix = cv2.estimateAffinePartial2D(landmarks, FACE_TEMPLATE, method=cv2.LMEDS)[0]
+    aligned = cv2.warpAffine(image, matrix, (FACE_SIZE, FACE_SIZE))
+    ours = engine.restore(aligned, RestoreOptions(aligned=True))
+    theirs = torch_engine.restore(aligned, RestoreOptions(aligned=True))
+    assert psnr(ours.image, theirs.image) >= 60
+    same = engine.parser.labels(ours.image) == torch_engine.parser.labels(ours.image)
+    assert same.mean() > 0.999
+
+
+# -- options -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_photo(astronaut_face):
+    """The astronaut at 384x384 (restores are dominated by the fixed 512 face anyway)."""
+    image, landmarks = astronaut_face
+    small = cv2.resize(image, (384, 384), interpolation=cv2.INTER_AREA)
+    return small, (landmarks + 0.5) * 0.75 - 0.5
+
+
+@pytest.mark.parametrize("upscale", [1, 3])
+def test_upscale_sets_the_output_size(engine, small_photo, upscale):
+    image, landmarks = small_photo
+    result = engine.restore(image, RestoreOptions(upscale=upscale, blend_mask="box"), faces=[pinned(landmarks)])
+    assert result.image.shape == (384 * upscale, 384 * upscale, 3)
+    assert result.faces[0].after.shape == (FACE_SIZE, FACE_SIZE, 3)
+
+
+def test_strength_zero_keeps_the_upscaled_input(engine, small_photo):
+    image, landmarks = small_photo
+    result = engine.restore(image, RestoreOptions(strength=0.0), faces=[pinned(landmarks)])
+    upscaled = cv2.resize(image, (768, 768), interpolation=cv2.INTER_LANCZOS4)
+    assert np.array_equal(result.image, upscaled)
+    assert np.array_equal(result.faces[0].after, result.faces[0].before)
+
+
+def test_box_mask_skips_parsing_and_changes_only_the_face(engine, small_photo):
+    image, landmarks = small_photo
+    result = engine.restore(image, RestoreOptions(blend_mask="box"), faces=[pinned(landmarks)])
+    assert result.timings["parse"] == 0.0
+    upscaled = cv2.resize(image, (768, 768), interpolation=cv2.INTER_LANCZOS4)
+    changed = np.any(result.image != upscaled, axis=2)
+    ys, xs = np.nonzero(changed)
+    assert changed.any()
+    # Changes stay inside the face square's footprint in the output (landmarks span ~40% of it).
+    face_span = (landmarks.max(axis=0) - landmarks.min(axis=0)).max() * 2
+    centre = landmarks.mean(axis=0) * 2
+    assert np.abs(xs - centre[0]).max() < 2.5 * face_span and np.abs(ys - centre[1]).max() < 2.5 * face_span
+    assert not changed[:, :50].any() and not changed[-50:, :].any()
+
+
+def test_aligned_input_returns_the_restored_512_face(engine):
+    face = cv2.resize(astronaut_bgr()[40:340, 150:450], (600, 600))
+    result = engine.restore(face, RestoreOptions(aligned=True))
+    assert result.image.shape == (FACE_SIZE, FACE_SIZE, 3)
+    assert len(result.faces) == 1 and result.timings["restore"] > 0
+
+
+def test_same_seed_same_output(engine, small_photo):
+    image, landmarks = small_photo
+    first = engine.restore(image, RestoreOptions(aligned=True, noise_seed=7))
+    second = engine.restore(image, RestoreOptions(aligned=True, noise_seed=7))
+    assert np.array_equal(first.image, second.image)
+
+
+def test_parse_size_gives_a_cheaper_mask_of_the_same_shape(engine, astronaut_face):
+    face = cv2.resize(astronaut_face[0], (FACE_SIZE, FACE_SIZE))
+    full = engine.face_mask(face, 512)
+    small = engine.face_mask(face, 256)
+    assert full.shape == small.shape == (FACE_SIZE, FACE_SIZE)
+    assert 0.0 <= small.min() and small.max() <= 1.0
+    with pytest.raises(ValueError):
+        engine.restore(face, RestoreOptions(parse_size=100))
+
+
+# -- detection ------------------------------------------------------------------------
+
+
+def test_detector_downscale_scales_landmarks_back(astronaut_face):
+    """A 2x upscale detected through a 512 limit sees (nearly) the original pixels, so its
+    landmarks are the original's times two; and detecting through the limit equals
+    detecting on the downscaled copy by hand, scaled back."""
+    image, _ = astronaut_face
+    detector = HaarStandInDetector(max_side=512)
+    base = detector.detect(image)[0].landmarks
+    big = cv2.resize(image, (1024, 1024), interpolation=cv2.INTER_LANCZOS4)
+    through_limit = detector.detect(big)[0].landmarks
+    assert np.abs(through_limit - base * 2).max() < 8  # px at 1024: a Haar box step at most
+
+    by_hand = HaarStandInDetector(max_side=0).detect(cv2.resize(big, (512, 512), interpolation=cv2.INTER_AREA))[0].landmarks
+    np.testing.assert_allclose(through_limit, by_hand * 2, atol=1e-6)
+
+
+def test_retinaface_on_standin_weights_runs_and_respects_max_faces(engine, astronaut_face, monkeypatch):
+    image, _ = astronaut_face
+    found = engine.retinaface.detect(image)
+    assert len(found) > 3  # random parameters "find" many faces: why stand-in mode uses Haar
+    for face in found[:20]:
+        assert face.landmarks.shape == (5, 2)
+    monkeypatch.setattr(engine, "detector", engine.retinaface)
+    assert len(engine.detect(image, RestoreOptions(max_faces=3))) == 3
+    result = engine.restore(image, RestoreOptions(max_faces=1, blend_mask="box"))
+    assert len(result.faces) == 1
+
+
+def test_detection_decoding_matches_facexlib(standin_weights):
+    """The numpy pre/post-processing around the exported detector computes what facexlib's
+    detect_faces does on the same network outputs: priors, box and landmark decoding and
+    the threshold (compared as sets: random scores saturate at 1.0, so ties make the
+    order arbitrary), and NMS against torchvision's on untied scores."""
+    import torch
+    import torchvision
+    from facexlib.detection.retinaface_utils import PriorBox, decode, decode_landm
+
+    from processing import models, onnx_runtime
+
+    net = models.load_detector(standin_weights / "detection_Resnet50_Final.pth")
+    height, width = 256, 320
+    image = cv2.resize(astronaut_bgr(), (width, height))
+    anchors = onnx_runtime.priors(height, width)
+    np.testing.assert_array_equal(anchors, PriorBox(net.cfg, image_size=(height, width)).forward().numpy())
+    with torch.inference_mode():
+        inputs = torch.from_numpy(np.ascontiguousarray((image.astype(np.float32) - [104, 117, 123]).astype(np.float32).transpose(2, 0, 1)[None]))
+        loc, conf, landmarks = net(inputs)
+        priors = torch.from_numpy(anchors)
+        boxes = decode(loc[0], priors, net.cfg["variance"]) * torch.tensor([width, height] * 2)
+        points = decode_landm(landmarks[0], priors, net.cfg["variance"]) * torch.tensor([width, height] * 5)
+        scores = conf[0][:, 1]
+        chosen = scores > 0.9
+        expected = torch.cat((boxes[chosen], scores[chosen, None], points[chosen]), dim=1).numpy()
+    got = onnx_runtime.decode_detections(loc.numpy(), conf.numpy(), landmarks.numpy(), anchors, height, width, 0.9, None)
+    assert len(expected) > 10 and got.shape == expected.shape
+    order = lambda rows: rows[np.lexsort(rows[:, ::-1].T)]  # noqa: E731
+    np.testing.assert_allclose(order(got), order(expected), rtol=1e-5, atol=1e-3)
+
+    untied = np.random.default_rng(0).permutation(len(got)).astype(np.float32) / len(got)
+    keep = onnx_runtime.nms(got[:, :4], untied, 0.4)
+    reference = torchvision.ops.nms(torch.from_numpy(got[:, :4].copy()), torch.from_numpy(untied), 0.4).numpy()
+    np.testing.assert_array_equal(keep, reference)
+
+
+def test_exports_are_cached_by_weight_hash(engine, standin_weights, monkeypatch):
+    from processing import onnx_runtime
+    from processing.weights import DETECTOR_FILE, PARSER_FILE, expected_files
+
+    cache = onnx_runtime.default_cache_dir(standin_weights)
+    path = onnx_runtime.cached_path(standin_weights, cache, PARSER_FILE)
+    assert expected_files(standin_weights)[PARSER_FILE][1][:16] in path.name and path.is_file()
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("a cached export must not be redone")
+
+    monkeypatch.setattr(onnx_runtime.subprocess, "run", no_export)
+    monkeypatch.setattr(onnx_runtime, "export", no_export)
+    assert onnx_runtime.ensure_exported(standin_weights, cache, [DETECTOR_FILE, PARSER_FILE])[PARSER_FILE] == path
