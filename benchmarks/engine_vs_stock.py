@@ -1,0 +1,285 @@
+"""Our engine against the stock GFPGAN pipeline, side by side, in one command.
+
+    .venv/bin/python -m benchmarks.engine_vs_stock [--repeats 3] [--threads 2]
+
+Same inputs (benchmarks/inputs.py), same weights, same pinned landmarks, same GFPGAN
+noise. Every measurement runs in a fresh child process (one per side, case and repeat,
+stock and ours alternating), so each peak RSS is that of one worker that loaded its
+models and processed that photo. Each child runs the photo ``--warmup`` times before the
+timed run (first-call allocations and kernel selection are not what a long-lived worker
+pays per job); model loading is reported separately. Prints per-stage medians, total
+wall time, process CPU time, peak RSS, the stock/ours ratios and the PSNR of our output
+against stock's, and writes everything to benchmarks/results/engine_vs_stock.json.
+
+Variants of our engine (``--variants``) measure the levers one at a time:
+  onnxruntime / openvino / torch   our pipeline on that backend (ours: "onnx", the default mix)
+  detect1024 / detect640 / detect512 / detect0   detection downscale limit (0: full size)
+  parse256 / parse384   ParseNet on a downscaled face (changes the mask)
+  box          the feathered square mask (skips ParseNet; changes the mask)
+  threads1     one thread
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+STAGES = ("decode", "detect", "align", "restore", "parse", "paste", "encode")
+RESULTS = ROOT / "benchmarks" / "results" / "engine_vs_stock.json"
+DEFAULT_WEIGHTS = ROOT / ".cache" / "standin-weights"
+
+
+# -- one measurement, in a child process ----------------------------------------------------
+
+
+def _variant_settings(variant: str, threads: int) -> dict:
+    settings = {"backend": "onnx", "detect_max_side": 1024, "parse_size": 512, "blend_mask": "parse", "threads": threads}
+    if variant in ("torch", "openvino", "onnxruntime", "onnx"):
+        settings["backend"] = variant
+    elif variant.startswith("detect"):
+        settings["detect_max_side"] = int(variant.removeprefix("detect"))
+    elif variant.startswith("parse"):
+        settings["parse_size"] = int(variant.removeprefix("parse"))
+    elif variant == "box":
+        settings["blend_mask"] = "box"
+    elif variant == "threads1":
+        settings["threads"] = 1
+    elif variant != "ours":
+        raise SystemExit(f"unknown variant {variant}")
+    return settings
+
+
+def _cpu() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+def child(args) -> dict:
+    from benchmarks.inputs import load
+
+    case = next(c for c in load(args.inputs) if c.name == args.case)
+    data = (args.inputs / case.file).read_bytes()
+    weights_dir = args.weights.resolve()
+    if args.side == "stock":
+        from benchmarks.stock import StockPipeline, chdir_prepared
+
+        chdir_prepared(args.workdir, weights_dir)
+        started = time.perf_counter()
+        pipeline = StockPipeline(weights_dir, threads=args.threads)
+        load_seconds = time.perf_counter() - started
+
+        def once():
+            image, png, timings = pipeline.run(data, case.landmarks, case.aligned)
+            return png, timings
+    else:
+        import numpy as np
+
+        from processing import images
+        from processing.engine import Engine, Face, RestoreOptions
+
+        settings = _variant_settings(args.side, args.threads)
+        started = time.perf_counter()
+        engine = Engine(weights_dir, threads=settings["threads"], detect_max_side=settings["detect_max_side"],
+                        allow_standin=True, backend=settings["backend"])
+        load_seconds = time.perf_counter() - started
+        options = RestoreOptions(aligned=case.aligned, parse_size=settings["parse_size"], blend_mask=settings["blend_mask"])
+        pinned = []
+        for marks in case.landmarks:
+            marks = np.asarray(marks, np.float64)
+            pinned.append(Face((*marks.min(axis=0), *marks.max(axis=0)), 1.0, marks))
+
+        def once():
+            timings = {}
+            started = time.perf_counter()
+            pixels = images.decode(data, 10**9).pixels
+            timings["decode"] = time.perf_counter() - started
+            if not case.aligned:
+                started = time.perf_counter()
+                engine.retinaface.detect(pixels)  # the real detector's cost; its (stand-in) faces are not used
+                timings["detect"] = time.perf_counter() - started
+            result = engine.restore(pixels, options, faces=pinned)
+            for name in ("align", "restore", "parse"):
+                timings[name] = result.timings.get(name, 0.0)
+            timings["paste"] = result.timings.get("upscale", 0.0) + result.timings.get("paste", 0.0)
+            started = time.perf_counter()
+            png = images.encode(result.image, "png")
+            timings["encode"] = time.perf_counter() - started
+            return png, timings
+
+    for _ in range(args.warmup):
+        once()
+    cpu, started = _cpu(), time.perf_counter()
+    png, timings = once()
+    timings["total"] = time.perf_counter() - started
+    timings["cpu"] = _cpu() - cpu
+    if args.save:
+        Path(args.save).write_bytes(png)
+    return {
+        "side": args.side, "case": case.name, "load": load_seconds, "timings": timings,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+# -- the orchestrator -----------------------------------------------------------------------
+
+
+def machine() -> dict:
+    info = {"python": platform.python_version(), "cores": os.cpu_count()}
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        for line in lscpu.splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("Model name", "CPU(s)", "Thread(s) per core", "Flags"):
+                info[key.strip()] = value.strip() if key.strip() != "Flags" else " ".join(
+                    f for f in value.split() if f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile"))
+        mem = Path("/proc/meminfo").read_text().splitlines()[0].split()[1]
+        info["RAM GB"] = round(int(mem) / 2**20, 1)
+    except OSError:
+        pass
+    try:
+        import onnxruntime
+        import torch
+
+        info["torch"], info["onnxruntime"] = torch.__version__, onnxruntime.__version__
+    except ImportError:
+        pass
+    return info
+
+
+def psnr(a, b) -> float:
+    import numpy as np
+
+    if a.shape != b.shape:
+        return float("nan")
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def spawn(side: str, case: str, args, inputs: Path, workdir: Path, save: Path | None) -> dict:
+    command = [sys.executable, "-m", "benchmarks.engine_vs_stock", "--child", side, "--case", case,
+               "--inputs", str(inputs), "--workdir", str(workdir), "--weights", str(args.weights),
+               "--threads", str(args.threads), "--warmup", str(args.warmup)]
+    if save:
+        command += ["--save", str(save)]
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise SystemExit(f"{side} on {case} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def orchestrate(args) -> int:
+    import cv2
+
+    from benchmarks import inputs
+    from processing import onnx_runtime, weights
+
+    if not (weights.is_standin_dir(args.weights) or (args.weights / "GFPGANv1.4.pth").is_file()):
+        print(f"building stand-in weights in {args.weights}", file=sys.stderr)
+        weights.build_standin(args.weights)
+    started = time.perf_counter()
+    onnx_runtime.ensure_exported(args.weights, onnx_runtime.default_cache_dir(args.weights),
+                                 [weights.DETECTOR_FILE, weights.PARSER_FILE, weights.GFPGAN_FILES["1.4"]])
+    export_seconds = time.perf_counter() - started
+
+    scratch = Path(tempfile.mkdtemp(prefix="bench-"))
+    cases = [c for c in inputs.build(scratch / "inputs") if not args.cases or c.name in args.cases]
+    sides = ["stock", "ours", *args.variants]
+    runs: dict[tuple[str, str], list[dict]] = {}
+    outputs: dict[tuple[str, str], Path] = {}
+    for case in cases:
+        for repeat in range(args.repeats):
+            order = sides if repeat % 2 == 0 else sides[::-1]
+            for side in order:
+                save = scratch / f"{case.name}-{side}.png"
+                result = spawn(side, case.name, args, scratch / "inputs", scratch / "work", save if repeat == 0 else None)
+                if repeat == 0:
+                    outputs[(case.name, side)] = save
+                runs.setdefault((case.name, side), []).append(result)
+                print(f"  {case.name:12} {side:10} #{repeat + 1}: {result['timings']['total']:6.2f} s wall, "
+                      f"{result['timings']['cpu']:6.2f} s cpu, {result['peak_rss_mb']:6.0f} MB", file=sys.stderr, flush=True)
+
+    summary = {"machine": machine(), "command": " ".join(["python", "-m", "benchmarks.engine_vs_stock", *sys.argv[1:]]),
+               "repeats": args.repeats, "warmup": args.warmup, "threads": args.threads,
+               "weights": "stand-in" if weights.is_standin_dir(args.weights) else "official",
+               "onnx_export_seconds_if_missing": round(export_seconds, 1), "cases": {}}
+    for case in cases:
+        stock_image = cv2.imread(str(outputs[(case.name, "stock")]))
+        entry = {"description": case.description, "faces": case.faces, "sides": {}}
+        for side in sides:
+            results = runs[(case.name, side)]
+            med = lambda key: statistics.median(r["timings"].get(key, 0.0) for r in results)  # noqa: E731
+            entry["sides"][side] = {
+                "stages": {stage: round(med(stage), 3) for stage in STAGES},
+                "total": round(med("total"), 2),
+                "totals": [round(r["timings"]["total"], 2) for r in results],
+                "cpu": round(med("cpu"), 2),
+                "peak_rss_mb": round(max(r["peak_rss_mb"] for r in results)),
+                "load": round(statistics.median(r["load"] for r in results), 2),
+                "psnr_vs_stock": round(psnr(cv2.imread(str(outputs[(case.name, side)])), stock_image), 2),
+            }
+        stock = entry["sides"]["stock"]
+        for side in sides[1:]:
+            entry["sides"][side]["ratio_wall"] = round(stock["total"] / entry["sides"][side]["total"], 2)
+            entry["sides"][side]["ratio_cpu"] = round(stock["cpu"] / entry["sides"][side]["cpu"], 2)
+        summary["cases"][case.name] = entry
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    if not args.no_save:
+        RESULTS.write_text(json.dumps(summary, indent=1))
+    print(markdown(summary))
+    return 0
+
+
+def markdown(summary: dict) -> str:
+    lines = []
+    header = "| case | side | " + " | ".join(STAGES) + " | total wall (runs) | CPU | peak RSS | stock/ours wall | stock/ours CPU | PSNR vs stock |"
+    lines += [header, "|" + "---|" * (header.count("|") - 1)]
+    for name, entry in summary["cases"].items():
+        for side, s in entry["sides"].items():
+            stages = " | ".join(f"{s['stages'][stage]:.2f}" for stage in STAGES)
+            ratio = f"**{s['ratio_wall']:.2f}×**" if "ratio_wall" in s else "—"
+            ratio_cpu = f"{s['ratio_cpu']:.2f}×" if "ratio_cpu" in s else "—"
+            quality = "—" if side == "stock" else ("identical" if s["psnr_vs_stock"] == float("inf") else f"{s['psnr_vs_stock']:.1f} dB")
+            runs = ", ".join(f"{t:.1f}" for t in s["totals"])
+            lines.append(f"| {name} | {side} | {stages} | {s['total']:.2f} s ({runs}) | {s['cpu']:.1f} s | "
+                         f"{s['peak_rss_mb']} MB | {ratio} | {ratio_cpu} | {quality} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="weights directory (default: the stand-ins)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--cases", nargs="*", help="subset of 1face-1024 1face-2048 4faces-12mp aligned-512")
+    parser.add_argument("--variants", nargs="*", default=[], help="extra variants of our engine (see above)")
+    parser.add_argument("--no-save", action="store_true", help="do not overwrite benchmarks/results/engine_vs_stock.json")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--case", help=argparse.SUPPRESS)
+    parser.add_argument("--inputs", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--save", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    args.weights = args.weights.resolve()
+    if args.child:
+        args.side = args.child
+        print(json.dumps(child(args)))
+        return 0
+    return orchestrate(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
