@@ -12,7 +12,7 @@ wall time, process CPU time, peak RSS, the stock/ours ratios and the PSNR of our
 against stock's, and writes everything to benchmarks/results/engine_vs_stock.json.
 
 Variants of our engine (``--variants``) measure the levers one at a time:
-  onnxruntime / openvino / torch   our pipeline on that backend (ours: "onnx", the default mix)
+  onnxruntime / torch   our pipeline on that backend ("ours" is the default, OpenVINO)
   detect1024 / detect640 / detect512 / detect0   detection downscale limit (0: full size)
   parse256 / parse384   ParseNet on a downscaled face (changes the mask)
   box          the feathered square mask (skips ParseNet; changes the mask)
@@ -45,8 +45,8 @@ DEFAULT_WEIGHTS = ROOT / ".cache" / "standin-weights"
 
 
 def _variant_settings(variant: str, threads: int) -> dict:
-    settings = {"backend": "onnx", "detect_max_side": 1024, "parse_size": 512, "blend_mask": "parse", "threads": threads}
-    if variant in ("torch", "openvino", "onnxruntime", "onnx"):
+    settings = {"backend": "openvino", "detect_max_side": 1024, "parse_size": 512, "blend_mask": "parse", "threads": threads}
+    if variant in ("torch", "openvino", "onnxruntime"):
         settings["backend"] = variant
     elif variant.startswith("detect"):
         settings["detect_max_side"] = int(variant.removeprefix("detect"))

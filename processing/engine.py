@@ -4,9 +4,10 @@ The pipeline is the one ``GFPGANer.enhance`` runs (detect 5 landmarks with Retin
 warp each face onto the FFHQ template, restore it with GFPGANv1Clean, blend it back with
 a ParseNet-derived soft mask), reorganised for a small CPU machine:
 
-- the networks run on ONNX Runtime by default (``backend="onnx"``), exported once per
-  weight file and cached on disk; the serving process never imports torch. The torch
-  backend runs the upstream modules directly and computes the same thing;
+- the networks run as ONNX exports (made once per weight file, cached on disk) on
+  OpenVINO by default, or ONNX Runtime (``backend="onnxruntime"``, leaner); the serving
+  process never imports torch. The torch backend runs the upstream modules directly and
+  computes the same thing;
 - the detector sees a copy whose longer side is at most ``detect_max_side``; its cost
   grows with pixel count, and faces in a phone photo are far larger than it needs;
 - paste-back works on the rectangle each face covers instead of full-frame float64
@@ -37,7 +38,7 @@ from .weights import DETECTOR_FILE, GFPGAN_FILES, PARSER_FILE, WeightsError, is_
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("onnx", "onnxruntime", "openvino", "torch")
+BACKENDS = ("openvino", "onnxruntime", "torch")
 _BLEND_ROWS = 256
 
 FACE_SIZE = 512
@@ -240,7 +241,7 @@ class _OnnxBackend:
     """ONNX exports cached next to the weights, each network run by ONNX Runtime or
     OpenVINO as onnx_runtime.BACKEND_RUNTIMES says; no torch in this process."""
 
-    def __init__(self, weights_dir: Path, threads: int, cache_dir: Path | None, name: str = "onnx"):
+    def __init__(self, weights_dir: Path, threads: int, cache_dir: Path | None, name: str = "openvino"):
         from . import onnx_runtime
 
         self.name = name
@@ -316,7 +317,7 @@ class Engine:
         detect_max_side: int = 1024,
         models: Sequence[str] = ("1.4",),
         allow_standin: bool = False,
-        backend: str = "onnx",
+        backend: str = "openvino",
         onnx_cache_dir: Path | None = None,
     ):
         self.weights_dir = Path(weights_dir)
@@ -351,7 +352,7 @@ class Engine:
             threads=settings.torch_threads,
             detect_max_side=settings.detect_max_side,
             allow_standin=settings.standin_weights,
-            backend=getattr(settings, "engine_backend", "onnx"),
+            backend=getattr(settings, "engine_backend", "openvino"),
             onnx_cache_dir=getattr(settings, "onnx_cache_dir", None) or None,
         )
 
@@ -455,25 +456,27 @@ class Engine:
         return mask / 255.0
 
     def _paste(self, image, restored: list[RestoredFace], matrices, options: RestoreOptions, timings) -> np.ndarray:
+        # Masks first: the parser's scratch memory is released before the (large) upscaled
+        # output exists, so the two never add up.
+        started = time.perf_counter()
+        masks = [None] * len(restored)
+        if options.blend_mask == "parse" and options.strength > 0:
+            masks = [self.face_mask(item.after, options.parse_size) for item in restored]
+        timings["parse"] = time.perf_counter() - started
         started = time.perf_counter()
         height, width = image.shape[:2]
         scale = options.upscale
         out_w, out_h = int(width * scale), int(height * scale)
         output = cv2.resize(image, (out_w, out_h), interpolation=cv2.INTER_LANCZOS4)
         timings["upscale"] = time.perf_counter() - started
-        timings.setdefault("parse", 0.0)
-        timings.setdefault("paste", 0.0)
-        for item, matrix in zip(restored, matrices):
+        timings["paste"] = 0.0
+        for item, matrix, mask_face in zip(restored, matrices, masks):
             inverse = cv2.invertAffineTransform(matrix) * scale
             if scale > 1:
                 inverse[:, 2] += 0.5 * scale  # GFPGAN's sub-pixel correction for upscaled output
             if options.strength <= 0:
                 continue
             started = time.perf_counter()
-            if options.blend_mask == "parse":
-                mask_face = self.face_mask(item.after, options.parse_size)
-                timings["parse"] += time.perf_counter() - started
-                started = time.perf_counter()
             x0, y0, x1, y1 = _covered_rect(inverse, FACE_SIZE, 3.0, out_w, out_h)
             if x1 <= x0 or y1 <= y0:
                 continue
