@@ -458,11 +458,12 @@ class Engine:
     def _paste(self, image, restored: list[RestoredFace], matrices, options: RestoreOptions, timings) -> np.ndarray:
         # Masks first: the parser's scratch memory is released before the (large) upscaled
         # output exists, so the two never add up.
-        started = time.perf_counter()
         masks = [None] * len(restored)
+        timings["parse"] = 0.0
         if options.blend_mask == "parse" and options.strength > 0:
+            started = time.perf_counter()
             masks = [self.face_mask(item.after, options.parse_size) for item in restored]
-        timings["parse"] = time.perf_counter() - started
+            timings["parse"] = time.perf_counter() - started
         started = time.perf_counter()
         height, width = image.shape[:2]
         scale = options.upscale
