@@ -26,6 +26,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -238,6 +239,7 @@ def orchestrate(args) -> int:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     if not args.no_save:
         RESULTS.write_text(json.dumps(summary, indent=1))
+    shutil.rmtree(scratch, ignore_errors=True)
     print(markdown(summary))
     return 0
 

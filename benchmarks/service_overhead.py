@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -122,6 +123,7 @@ def main(argv=None) -> int:
     finally:
         stack.stop()
         azurite.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
 
     warm = rows[1:]
     overheads = [r["overhead"] for r in warm]
