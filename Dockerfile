@@ -65,7 +65,11 @@ RUN if [ -n "${WEIGHTS_FROM}" ]; then \
     else \
         python -m processing weights fetch --dir "${WEIGHTS_DIR}"; \
     fi \
-    && python -m processing weights verify --dir "${WEIGHTS_DIR}"
+    && python -m processing weights verify --dir "${WEIGHTS_DIR}" \
+    && python -m processing.onnx_runtime export --weights-dir "${WEIGHTS_DIR}"
+# ^ the engine runs the networks as ONNX graphs (OpenVINO by default); exporting them here,
+# keyed by each checkpoint's SHA-256, means no instance pays ~20 s of export at its first job
+# and the read-only weights directory already holds what the engine looks for.
 
 # ---------------------------------------------------------------------------------------------
 # final: the Functions host with our app in /home/site/wwwroot, running as a non-root user

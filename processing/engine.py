@@ -352,8 +352,8 @@ class Engine:
             threads=settings.torch_threads,
             detect_max_side=settings.detect_max_side,
             allow_standin=settings.standin_weights,
-            backend=getattr(settings, "engine_backend", "openvino"),
-            onnx_cache_dir=getattr(settings, "onnx_cache_dir", None) or None,
+            backend=settings.engine_backend,
+            onnx_cache_dir=Path(settings.onnx_cache_dir) if settings.onnx_cache_dir else None,
         )
 
     def available_models(self) -> list[str]:

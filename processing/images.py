@@ -140,13 +140,16 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 def encode(pixels: np.ndarray, fmt: str = "png", quality: int = 92) -> bytes:
     """Encode BGR pixels; no metadata is written. ``fmt`` is png | jpeg | webp."""
     pil_format, _ = OUTPUT_FORMATS[fmt]
+    if pil_format == "PNG":
+        # OpenCV's encoder at level 1: faster than Pillow's at the same level on large
+        # results, and level 1 costs only ~10% in size over the default; results live for hours.
+        ok, buffer = cv2.imencode(".png", np.ascontiguousarray(pixels), [cv2.IMWRITE_PNG_COMPRESSION, 1])
+        if not ok:
+            raise ValueError("PNG encoding failed")
+        return buffer.tobytes()
     img = Image.fromarray(np.ascontiguousarray(pixels[:, :, ::-1]), "RGB")
     out = io.BytesIO()
-    if pil_format == "PNG":
-        # Level 1: a 48-megapixel result encodes in a fraction of the time of the default
-        # level for files only ~10% larger, and results live for hours, not years.
-        img.save(out, "PNG", compress_level=1)
-    elif pil_format == "JPEG":
+    if pil_format == "JPEG":
         img.save(out, "JPEG", quality=quality, optimize=False, subsampling=0 if quality >= 90 else 2)
     else:
         img.save(out, "WEBP", quality=quality, method=4)

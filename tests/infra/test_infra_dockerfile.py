@@ -101,7 +101,8 @@ def test_weights_are_fetched_and_verified_at_build_time():
     text = runs(weights_stage)
     fetch = text.find("python -m processing weights fetch")
     verify = text.find("python -m processing weights verify")
-    assert 0 <= fetch < verify
+    export = text.find("python -m processing.onnx_runtime export")
+    assert 0 <= fetch < verify < export, "the ONNX export is made from verified weights, at build time"
     assert "--from" in text and "WEIGHTS_FROM" in text, "a build argument must be able to point fetch at a local copy"
     assert ("ARG", 'WEIGHTS_FROM=""') in weights_stage
     # the shipped stage verifies again and takes the weights only from the verified stage
