@@ -34,7 +34,8 @@ from typing import Callable, Protocol, Sequence
 import cv2
 import numpy as np
 
-from .weights import DETECTOR_FILE, GFPGAN_FILES, PARSER_FILE, WeightsError, is_standin_dir, require_weights
+from .weights import (BACKGROUND_FILE, DETECTOR_FILE, GFPGAN_FILES, PARSER_FILE, WeightsError, check, is_standin_dir,
+                      require_weights)
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,9 @@ class RestoreOptions:
     # Side of the face ParseNet sees for the paste-back mask. 512 is GFPGAN's (exact);
     # smaller is cheaper and changes the mask (BENCHMARKS.md has the measured difference).
     parse_size: int = FACE_SIZE
+    # How the whole photo is enlarged under the faces: lanczos (as GFPGAN without a
+    # background upsampler) or realesrgan (Real-ESRGAN x2 in tiles; slow on a CPU).
+    background: str = "lanczos"
 
 
 @dataclass(frozen=True)
@@ -337,6 +341,7 @@ class Engine:
             self.backend = _TorchBackend(self.weights_dir, threads)
         cv2.setNumThreads(threads or os.cpu_count() or 1)
         self._restorers: dict[str, Callable] = {}
+        self._background = None
         self._load_lock = threading.Lock()
         for model in models:
             self._restorer(model)
@@ -355,6 +360,23 @@ class Engine:
             backend=settings.engine_backend,
             onnx_cache_dir=Path(settings.onnx_cache_dir) if settings.onnx_cache_dir else None,
         )
+
+    def background_upsampler(self):
+        """Real-ESRGAN x2, loaded on first use (it brings torch into the process, which the
+        default ONNX runtimes do not need)."""
+        with self._load_lock:
+            if self._background is None:
+                from .background import RealESRGANUpsampler
+
+                statuses = {s.name: s for s in check(self.weights_dir)}
+                status = statuses.get(BACKGROUND_FILE)
+                if status is None or not status.ok:
+                    raise WeightsError(f"{BACKGROUND_FILE} is not installed (`weights fetch --all`)")
+                self._background = RealESRGANUpsampler(self.weights_dir / BACKGROUND_FILE)
+            return self._background
+
+    def has_background_upsampler(self) -> bool:
+        return (self.weights_dir / BACKGROUND_FILE).is_file()
 
     def available_models(self) -> list[str]:
         return [m for m, name in GFPGAN_FILES.items() if (self.weights_dir / name).is_file()]
@@ -468,7 +490,14 @@ class Engine:
         height, width = image.shape[:2]
         scale = options.upscale
         out_w, out_h = int(width * scale), int(height * scale)
-        output = cv2.resize(image, (out_w, out_h), interpolation=cv2.INTER_LANCZOS4)
+        background = image
+        if options.background == "realesrgan":
+            # As GFPGANer with a bg_upsampler: Real-ESRGAN's x2, then Lanczos to the exact size.
+            background = self.background_upsampler().upscale(image)
+            timings["background"] = time.perf_counter() - started
+            started = time.perf_counter()
+        output = cv2.resize(background, (out_w, out_h), interpolation=cv2.INTER_LANCZOS4)
+        del background
         timings["upscale"] = time.perf_counter() - started
         timings["paste"] = 0.0
         for item, matrix, mask_face in zip(restored, matrices, masks):

@@ -11,7 +11,7 @@ from datetime import timedelta
 
 from azure.core.exceptions import ResourceNotFoundError
 
-from . import images
+from . import images, weights
 from .batches import ZIP_MAGIC, Batch, BatchRepository, feed, results_zip, unpack_zip
 from .config import Settings
 from .jobs import Job, JobNotFound, JobRepository, SUCCEEDED, new_job_id, utcnow
@@ -95,6 +95,10 @@ class JobService:
                 "file_too_large",
                 f"the file is {len(data) / 1e6:.1f} MB; the limit is {self.settings.max_upload_bytes / 1e6:.0f} MB",
                 status=413,
+            )
+        if options.background == "realesrgan" and not (self.settings.weights_dir / weights.BACKGROUND_FILE).is_file():
+            raise images.ImageRejected(
+                "option_unavailable", "background=realesrgan needs the Real-ESRGAN weights, which are not installed"
             )
         if enqueue:
             self.check_capacity()

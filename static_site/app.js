@@ -278,6 +278,10 @@
       label: "Blending", values: { parse: "Face outline", box: "Soft square (faster)" },
       help: "How restored faces are blended back: along the face outline, or a feathered square that skips the face-parsing network.",
     },
+    background: {
+      label: "Background", values: { lanczos: "Smooth enlargement", realesrgan: "Real-ESRGAN (slow)" },
+      help: "How the rest of the photo is enlarged. Real-ESRGAN is sharper but takes about half a minute per megapixel.",
+    },
     output_format: { label: "File format", values: { png: "PNG", jpeg: "JPEG", webp: "WebP" } },
     quality: { label: "Quality", control: "range", step: 1, show: (v) => `${v}`, when: { output_format: ["jpeg", "webp"] } },
     auto_orient: { label: "Turn upright automatically" },

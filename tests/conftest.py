@@ -92,7 +92,8 @@ def azurite(tmp_path_factory):
 @pytest.fixture(scope="session")
 def standin_weights() -> Path:
     """Stand-in checkpoints (real architectures, seeded random parameters), built once and cached."""
-    if not (weights.is_standin_dir(STANDIN_DIR) and all(s.ok for s in weights.check(STANDIN_DIR))):
+    complete = weights.is_standin_dir(STANDIN_DIR) and weights.BACKGROUND_FILE in weights.expected_files(STANDIN_DIR)
+    if not (complete and all(s.ok for s in weights.check(STANDIN_DIR))):
         shutil.rmtree(STANDIN_DIR, ignore_errors=True)
         weights.build_standin(STANDIN_DIR, seed=0)
     return STANDIN_DIR

@@ -214,3 +214,27 @@ def test_cli_rejects_bad_options(settings, tmp_path):
     run = subprocess.run([sys.executable, "-m", "processing", "restore", "x.png", "--upscale", "9"],
                          cwd=ROOT, env=env_for(settings), capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and "--upscale" in run.stderr
+
+
+def test_realesrgan_background_runs_through_the_pipeline(client, storage, handler):
+    job = client.post("/api/jobs", files={"file": ("bg.png", plain_png(48, 40))},
+                      data={"background": "realesrgan", "upscale": "2"}).json()
+    deliver_one(storage, handler)
+    done = client.get(f"/api/jobs/{job['id']}").json()
+    assert done["status"] == "succeeded", done
+    assert (done["result"]["width"], done["result"]["height"]) == (96, 80)
+    assert done["timings"]["background"] > 0
+    source = np.asarray(Image.open(io.BytesIO(client.get(done["links"]["input"]).content)))[:, :, ::-1]
+    result = np.asarray(Image.open(io.BytesIO(client.get(done["links"]["result"]).content)))[:, :, ::-1]
+    assert not np.array_equal(result, cv2.resize(source, (96, 80), interpolation=cv2.INTER_LANCZOS4))
+
+
+def test_realesrgan_background_is_refused_when_its_weights_are_absent(settings, storage, tmp_path):
+    from processing.images import ImageRejected
+    from processing.options import JobOptions
+    from processing.service import JobService
+
+    service = JobService(settings.with_changes(weights_dir=tmp_path), storage)
+    with pytest.raises(ImageRejected) as error:
+        service.submit(plain_png(32, 32), "x.png", JobOptions(background="realesrgan"))
+    assert error.value.code == "option_unavailable" and error.value.status == 422
