@@ -263,6 +263,37 @@
     },
   };
 
+  /**
+   * Delete a photo's or a batch's data on the server, after one in-place confirmation when
+   * `ask` is set (the button turns into "… for good?" for five seconds).
+   */
+  async function deleteWithConfirmation(item, button, { ask, prompt, label, warning, url, done }) {
+    if (ask && !item.confirming) {
+      item.confirming = true;
+      button.textContent = prompt;
+      button.classList.add("btn-danger");
+      button.setAttribute("aria-label", label);
+      announce(warning);
+      item.confirmTimer = setTimeout(() => { item.confirming = false; item.render(); }, 5000);
+      return;
+    }
+    clearTimeout(item.confirmTimer);
+    button.disabled = true;
+    try {
+      await apiFetch(url, { method: "DELETE" });
+    } catch (error) {
+      if (error.status !== 404) {
+        button.disabled = false;
+        item.confirming = false;
+        item.pollNote = `Couldn’t delete: ${explain(error).title} Please try again.`;
+        item.render();
+        return;
+      }
+    }
+    announce(done);
+    item.destroy(true);
+  }
+
   // ---------------------------------------------------------------------------------------------
   // Options, built from the API's own schema (GET /api/info)
 
@@ -905,31 +936,15 @@
         this.destroy(true);
         return;
       }
-      if (this.record && this.record.status === "succeeded" && !this.confirming) {
-        // Deleting a finished result is for good: ask once, in place.
-        this.confirming = true;
-        button.textContent = "Delete for good?";
-        button.classList.add("btn-danger");
-        button.setAttribute("aria-label", `Confirm: delete ${this.filename} from the server`);
-        announce("Press again to delete the photo and its result from the server.");
-        this.confirmTimer = setTimeout(() => { this.confirming = false; this.render(); }, 5000);
-        return;
-      }
-      clearTimeout(this.confirmTimer);
-      button.disabled = true;
-      try {
-        await apiFetch(`/api/jobs/${this.id}`, { method: "DELETE" });
-      } catch (error) {
-        if (error.status !== 404) {
-          button.disabled = false;
-          this.confirming = false;
-          this.pollNote = `Couldn’t delete: ${explain(error).title} Please try again.`;
-          this.render();
-          return;
-        }
-      }
-      announce(`${this.filename} was deleted.`);
-      this.destroy(true);
+      // Deleting a finished result is for good: ask once, in place.
+      await deleteWithConfirmation(this, button, {
+        ask: Boolean(this.record && this.record.status === "succeeded"),
+        prompt: "Delete for good?",
+        label: `Confirm: delete ${this.filename} from the server`,
+        warning: "Press again to delete the photo and its result from the server.",
+        url: `/api/jobs/${this.id}`,
+        done: `${this.filename} was deleted.`,
+      });
     }
 
     async retry() {
@@ -1422,30 +1437,14 @@
         this.destroy(true);
         return;
       }
-      if (!this.confirming) {
-        this.confirming = true;
-        button.textContent = "Delete all for good?";
-        button.classList.add("btn-danger");
-        button.setAttribute("aria-label", "Confirm: delete every photo of this group from the server");
-        announce("Press again to delete every photo of this group and its results from the server.");
-        this.confirmTimer = setTimeout(() => { this.confirming = false; this.render(); }, 5000);
-        return;
-      }
-      clearTimeout(this.confirmTimer);
-      button.disabled = true;
-      try {
-        await apiFetch(`/api/batches/${this.id}`, { method: "DELETE" });
-      } catch (error) {
-        if (error.status !== 404) {
-          button.disabled = false;
-          this.confirming = false;
-          this.pollNote = `Couldn’t delete: ${explain(error).title} Please try again.`;
-          this.render();
-          return;
-        }
-      }
-      announce("The photos were deleted.");
-      this.destroy(true);
+      await deleteWithConfirmation(this, button, {
+        ask: true,
+        prompt: "Delete all for good?",
+        label: "Confirm: delete every photo of this group from the server",
+        warning: "Press again to delete every photo of this group and its results from the server.",
+        url: `/api/batches/${this.id}`,
+        done: "The photos were deleted.",
+      });
     }
 
     destroy(moveFocus = false) {

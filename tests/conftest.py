@@ -110,9 +110,9 @@ def unique_name(prefix: str) -> str:
     return f"{prefix}{uuid.uuid4().hex[:10]}"
 
 
-@pytest.fixture
-def settings(azurite, standin_weights, tmp_path) -> Settings:
-    """Settings with this test's own queue, table and containers, so tests never see each other's jobs."""
+def isolated_settings(azurite: Azurite, standin_weights: Path, **overrides) -> Settings:
+    """Settings with their own queue, table and containers on the test Azurite, so tests never
+    see each other's jobs; stand-in weights, two threads, short leases and fast polling."""
     return Settings(
         storage_connection_string=azurite.connection_string,
         jobs_queue=unique_name("jobs-"),
@@ -124,7 +124,16 @@ def settings(azurite, standin_weights, tmp_path) -> Settings:
         torch_threads=2,
         lease_seconds=30,
         worker_poll_seconds=0.2,
-        # Rate limits off unless a test turns them on (tests/hardening does); own tables.
+        **overrides,
+    )
+
+
+@pytest.fixture
+def settings(azurite, standin_weights, tmp_path) -> Settings:
+    # Rate limits off unless a test turns them on (tests/hardening does); own tables.
+    return isolated_settings(
+        azurite,
+        standin_weights,
         rate_limit_per_minute=0,
         rate_limit_reads_per_minute=0,
         rate_limit_table=unique_name("limits"),

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from processing.config import Settings
-from tests.conftest import ARTIFACTS, LiveStack, unique_name
+from tests.conftest import ARTIFACTS, LiveStack, isolated_settings
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -27,18 +26,7 @@ def stack(azurite, standin_weights, tmp_path_factory):
     worker loads the models, which takes seconds)."""
     from processing.storage import Storage
 
-    settings = Settings(
-        storage_connection_string=azurite.connection_string,
-        jobs_queue=unique_name("jobs-"),
-        jobs_table=unique_name("jobs"),
-        uploads_container=unique_name("uploads-"),
-        results_container=unique_name("results-"),
-        weights_dir=standin_weights,
-        standin_weights=True,
-        torch_threads=2,
-        lease_seconds=30,
-        worker_poll_seconds=0.2,
-    )
+    settings = isolated_settings(azurite, standin_weights)
     Storage(settings).ensure_resources()
     live = LiveStack(settings, tmp_path_factory.mktemp("browser-stack"))
     live.start_api()
