@@ -263,6 +263,16 @@
     },
   };
 
+  /** After a failed poll, back off: the server's Retry-After if it sent one, else 2, 4, 8 ... 30 s
+   * (with jitter, so many cards do not retry in step), and say when the next try is. */
+  function backOff(item, error) {
+    item.pollErrors += 1;
+    const wait = error.retryAfter ?? Math.min(30, 2 ** item.pollErrors) * (0.85 + Math.random() * 0.3);
+    item.pollNote = `${explain(error).title} Checking again in ${Math.round(wait)}\u00a0s.`;
+    item.render();
+    item.schedulePoll(wait);
+  }
+
   /**
    * Delete a photo's or a batch's data on the server, after one in-place confirmation when
    * `ask` is set (the button turns into "… for good?" for five seconds).
@@ -868,12 +878,7 @@
           this.gone();
           return;
         }
-        // Back off on trouble: the server's Retry-After if it sent one, else 2, 4, 8 ... 30 s.
-        this.pollErrors += 1;
-        const wait = error.retryAfter ?? Math.min(30, 2 ** this.pollErrors) * (0.85 + Math.random() * 0.3);
-        this.pollNote = `${explain(error).title} Checking again in ${Math.round(wait)}\u00a0s.`;
-        this.render();
-        this.schedulePoll(wait);
+        backOff(this, error);
       }
     }
 
@@ -1360,11 +1365,7 @@
           this.destroy();
           return;
         }
-        this.pollErrors += 1;
-        const wait = error.retryAfter ?? Math.min(30, 2 ** this.pollErrors) * (0.85 + Math.random() * 0.3);
-        this.pollNote = `${explain(error).title} Checking again in ${Math.round(wait)}\u00a0s.`;
-        this.render();
-        this.schedulePoll(wait);
+        backOff(this, error);
       }
     }
 
