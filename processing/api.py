@@ -6,6 +6,7 @@ Every response that is not an image is JSON; every error is
 
 from __future__ import annotations
 
+import functools
 import logging
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -507,6 +508,14 @@ def create_app(settings: Settings, storage: Storage | None = None) -> FastAPI:
         service.delete_batch(batch_id)
         return Response(status_code=204)
 
+    @functools.cache
+    def weight_problems() -> list[str]:
+        # Once per process: weights do not change under a running instance, and in a read-only
+        # image directory check() would re-hash ~900 MB on every probe.
+        if not settings.weights_dir.is_dir():
+            return [f"weights: directory {settings.weights_dir} does not exist"]
+        return [f"weights: {s.name} {s.problem}" for s in weights.check(settings.weights_dir) if not s.ok]
+
     @app.get("/api/health", response_model=HealthView, summary="Storage reachable, weights present, queue depth")
     def health(response: Response) -> HealthView:
         problems = []
@@ -516,9 +525,7 @@ def create_app(settings: Settings, storage: Storage | None = None) -> FastAPI:
             next(iter(service.jobs.table.query_entities("PartitionKey eq 'health'", results_per_page=1)), None)
         except AzureError as error:
             problems.append(f"storage: {error.__class__.__name__}")
-        bad = [f"weights: {s.name} {s.problem}" for s in weights.check(settings.weights_dir) if not s.ok]
-        if not settings.weights_dir.is_dir():
-            bad.append(f"weights: directory {settings.weights_dir} does not exist")
+        bad = weight_problems()
         problems += bad
         if problems:
             response.status_code = 503

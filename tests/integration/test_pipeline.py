@@ -291,3 +291,16 @@ def test_lease_is_renewed_during_a_long_silent_stage(client, storage, settings, 
     runner.join()
     assert outcome["result"].status == "succeeded"
     assert repo.get(job_id).attempts == 1
+
+
+def test_health_is_degraded_without_weights(settings, storage, tmp_path):
+    from fastapi.testclient import TestClient
+
+    from processing.api import create_app
+
+    with TestClient(create_app(settings.with_changes(weights_dir=tmp_path / "none"), storage)) as bare:
+        response = bare.get("/api/health")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "degraded" and body["storage"] is True and body["weights"] is False
+    assert any("does not exist" in problem for problem in body["problems"])
