@@ -409,8 +409,10 @@ def create_app(settings: Settings, storage: Storage | None = None) -> FastAPI:
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception):
         # A bug, not the client's fault: JSON like every other answer, the trace only in the log.
-        log.error("unhandled %s on %s %s", exc.__class__.__name__, request.method, request.url.path)
-        return _error(500, "internal_error", "something went wrong on our side; it has been logged")
+        log.error("unhandled %s on %s %s", exc.__class__.__name__, request.method, request.url.path, exc_info=exc)
+        # Starlette answers this one outside the middleware stack, so SecurityHeaders never sees it.
+        return _error(500, "internal_error", "something went wrong on our side; it has been logged",
+                      headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"})
 
     def view(job: Job) -> JobView:
         return job_view(job, service.queue_position(job), standin)

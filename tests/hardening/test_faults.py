@@ -170,6 +170,7 @@ def test_a_damaged_record_read_by_the_api_is_a_json_error_not_a_trace(settings, 
         response = client.get(f"/api/jobs/{job_id}")
     assert response.status_code == 500
     assert response.json()["error"]["code"] == "internal_error"
+    assert response.headers["x-content-type-options"] == "nosniff"
     assert "Traceback" not in response.text and "JSONDecodeError" not in response.text
 
 
