@@ -141,9 +141,10 @@ def encode(pixels: np.ndarray, fmt: str = "png", quality: int = 92) -> bytes:
     """Encode BGR pixels; no metadata is written. ``fmt`` is png | jpeg | webp."""
     pil_format, _ = OUTPUT_FORMATS[fmt]
     if pil_format == "PNG":
-        # OpenCV's encoder at level 1: faster than Pillow's at the same level on large
-        # results, and level 1 costs only ~10% in size over the default; results live for hours.
-        ok, buffer = cv2.imencode(".png", np.ascontiguousarray(pixels), [cv2.IMWRITE_PNG_COMPRESSION, 1])
+        # OpenCV's defaults (fastest level, run-length strategy), as GFPGAN's own script
+        # writes: ~1.7x faster than level 1 with the default strategy for ~10% larger files,
+        # and results live for hours, not years.
+        ok, buffer = cv2.imencode(".png", np.ascontiguousarray(pixels))
         if not ok:
             raise ValueError("PNG encoding failed")
         return buffer.tobytes()
