@@ -162,6 +162,14 @@ def _error(http_status: int, code: str, message: str, headers: dict[str, str] | 
     return JSONResponse({"error": body}, status_code=http_status, headers=headers)
 
 
+def _plain(error: dict[str, Any]) -> str:
+    # A form part without a file name reaches the model as text; say what to send instead
+    # of pydantic's "Expected UploadFile, received: <class 'str'>".
+    if "Expected UploadFile" in error["msg"]:
+        return "send the image as a file part (multipart/form-data with a filename), not as text"
+    return error["msg"]
+
+
 def job_view(job: Job, position: int | None, standin: bool) -> JobView:
     base = f"/api/jobs/{job.id}"
     done = job.status == "succeeded"
@@ -362,7 +370,7 @@ def create_app(settings: Settings, storage: Storage | None = None) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError):
         problems = [
-            {"field": ".".join(str(p) for p in e["loc"] if p not in ("body", "query", "path")), "message": e["msg"]}
+            {"field": ".".join(str(p) for p in e["loc"] if p not in ("body", "query", "path")), "message": _plain(e)}
             for e in exc.errors()
         ]
         summary = "; ".join(f"{p['field']}: {p['message']}" for p in problems)

@@ -304,3 +304,11 @@ def test_health_is_degraded_without_weights(settings, storage, tmp_path):
     body = response.json()
     assert body["status"] == "degraded" and body["storage"] is True and body["weights"] is False
     assert any("does not exist" in problem for problem in body["problems"])
+
+
+def test_a_file_field_sent_as_text_is_explained(client):
+    response = client.post("/api/jobs", data={"file": "just text"})
+    assert response.status_code == 422
+    (problem,) = response.json()["error"]["fields"]
+    assert problem == {"field": "file",
+                       "message": "send the image as a file part (multipart/form-data with a filename), not as text"}
