@@ -13,7 +13,8 @@ against stock's, and writes everything to benchmarks/results/engine_vs_stock.jso
 
 Variants of our engine (``--variants``) measure the levers one at a time:
   onnxruntime / torch   our pipeline on that backend ("ours" is the default, OpenVINO)
-  detect1024 / detect640 / detect512 / detect0   detection downscale limit (0: full size)
+  detect1024 / detect640 / detect512 / detect0   detection downscale limit (0: full size;
+                        "ours" uses the product default, DETECT_MAX_SIDE=840)
   parse256 / parse384   ParseNet on a downscaled face (changes the mask)
   box          the feathered square mask (skips ParseNet; changes the mask)
   threads1     one thread
@@ -37,6 +38,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from processing.config import Settings  # noqa: E402  (after the path insert)
+
 STAGES = ("decode", "detect", "align", "restore", "parse", "paste", "encode")
 RESULTS = ROOT / "benchmarks" / "results" / "engine_vs_stock.json"
 DEFAULT_WEIGHTS = ROOT / ".cache" / "standin-weights"
@@ -46,7 +49,7 @@ DEFAULT_WEIGHTS = ROOT / ".cache" / "standin-weights"
 
 
 def _variant_settings(variant: str, threads: int) -> dict:
-    settings = {"backend": "openvino", "detect_max_side": 1024, "parse_size": 512, "blend_mask": "parse", "threads": threads}
+    settings = {"backend": "openvino", "detect_max_side": Settings().detect_max_side, "parse_size": 512, "blend_mask": "parse", "threads": threads}
     if variant in ("torch", "openvino", "onnxruntime"):
         settings["backend"] = variant
     elif variant.startswith("detect"):

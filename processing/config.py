@@ -74,9 +74,10 @@ class Settings:
     # (default WEIGHTS_DIR/onnx), named by the checkpoint's SHA-256.
     engine_backend: str = field(default="openvino", metadata={"env": "ENGINE_BACKEND"})
     onnx_cache_dir: str = field(default="", metadata={"env": "ONNX_CACHE_DIR"})
-    # Faces are found on a copy whose longer side is at most this; landmarks are
-    # scaled back to full resolution (0 disables the downscale).
-    detect_max_side: int = field(default=1024, metadata={"env": "DETECT_MAX_SIDE"})
+    # Faces are found on a copy whose longer side is at most this; landmarks are scaled back
+    # to full resolution (0 disables the downscale). 840 is the scale RetinaFace-ResNet50 was
+    # trained at (facexlib's cfg_re50 image_size); its smallest anchor is 16 px on that copy.
+    detect_max_side: int = field(default=840, metadata={"env": "DETECT_MAX_SIDE"})
 
     # Uploads.
     max_upload_bytes: int = field(default=20 * 1024 * 1024, metadata={"env": "MAX_UPLOAD_BYTES"})

@@ -318,7 +318,7 @@ class Engine:
         weights_dir: Path,
         *,
         threads: int = 0,
-        detect_max_side: int = 1024,
+        detect_max_side: int = 840,
         models: Sequence[str] = ("1.4",),
         allow_standin: bool = False,
         backend: str = "openvino",
