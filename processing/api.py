@@ -429,13 +429,13 @@ def create_app(settings: Settings, storage: Storage | None = None) -> FastAPI:
         404: {"model": ErrorResponse, "description": "Unknown job"},
         409: {"model": ErrorResponse, "description": "Result not ready"},
     }
+    submit_errors = {status: {"model": ErrorResponse} for status in (413, 415, 422, 503)}
 
     @app.post(
         "/api/jobs",
         status_code=202,
         response_model=JobView,
-        responses={413: {"model": ErrorResponse}, 415: {"model": ErrorResponse}, 422: {"model": ErrorResponse},
-                   503: {"model": ErrorResponse}},
+        responses=submit_errors,
         summary="Submit a photo for restoration",
     )
     def submit_job(request: Request, response: Response, form: Annotated[JobSubmission, Form()]) -> JobView:
@@ -482,8 +482,7 @@ def create_app(settings: Settings, storage: Storage | None = None) -> FastAPI:
         "/api/batches",
         status_code=202,
         response_model=BatchView,
-        responses={413: {"model": ErrorResponse}, 415: {"model": ErrorResponse}, 422: {"model": ErrorResponse},
-                   503: {"model": ErrorResponse}},
+        responses=submit_errors,
         summary="Submit several photos (or a zip) with the same options: one job each",
     )
     def submit_batch(request: Request, response: Response, form: Annotated[BatchSubmission, Form()]) -> BatchView:

@@ -135,7 +135,7 @@ def owner_check(request: Request) -> None:
             return
         if not caller.may_read(owner):
             raise JobNotFound(params["job_id"])
-    if "batch_id" in params and hasattr(service, "batches"):
+    if "batch_id" in params:
         from .batches import BatchNotFound
 
         try:
