@@ -90,13 +90,19 @@ def child(args) -> dict:
     else:
         import numpy as np
 
-        from processing import images
-        from processing.engine import Engine, Face, RestoreOptions
+        from processing.engine.detectors import Face
+        from processing.engine.pipeline import Engine, RestoreOptions
+        from processing.images import codec as images
 
         settings = _variant_settings(args.side, args.threads)
         started = time.perf_counter()
-        engine = Engine(weights_dir, threads=settings["threads"], detect_max_side=settings["detect_max_side"],
-                        allow_standin=True, backend=settings["backend"])
+        options = dict(threads=settings["threads"], detect_max_side=settings["detect_max_side"], allow_standin=True)
+        if settings["backend"] == "torch":
+            from processing.build.torch_backend import TorchBackend
+
+            engine = Engine(TorchBackend(weights_dir, settings["threads"]), **options)
+        else:
+            engine = Engine.open(weights_dir / "onnx", runtime=settings["backend"], **options)
         load_seconds = time.perf_counter() - started
         options = RestoreOptions(aligned=case.aligned, parse_size=settings["parse_size"], blend_mask=settings["blend_mask"])
         pinned = []
@@ -188,14 +194,15 @@ def orchestrate(args) -> int:
     import cv2
 
     from benchmarks import inputs
-    from processing import onnx_runtime, weights
+    from processing.build import weights
+    from processing.build.export import export_store
+    from processing.build.standin import build_standin
 
     if not (weights.is_standin_dir(args.weights) or (args.weights / "GFPGANv1.4.pth").is_file()):
         print(f"building stand-in weights in {args.weights}", file=sys.stderr)
-        weights.build_standin(args.weights)
+        build_standin(args.weights)
     started = time.perf_counter()
-    onnx_runtime.ensure_exported(args.weights, onnx_runtime.default_cache_dir(args.weights),
-                                 [weights.DETECTOR_FILE, weights.PARSER_FILE, weights.GFPGAN_FILES["1.4"]])
+    export_store(args.weights, args.weights / "onnx", log=lambda line: None)
     export_seconds = time.perf_counter() - started
 
     scratch = Path(tempfile.mkdtemp(prefix="bench-"))

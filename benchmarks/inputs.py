@@ -36,7 +36,7 @@ def astronaut_bgr() -> np.ndarray:
 
 
 def astronaut_landmarks() -> np.ndarray:
-    from processing.engine import HaarStandInDetector
+    from processing.engine.detectors import HaarStandInDetector
 
     image = astronaut_bgr()
     faces = HaarStandInDetector(max_side=max(image.shape[:2])).detect(image)
@@ -89,7 +89,7 @@ def build(directory: Path) -> list[Case]:
     cases.append(Case("4faces-12mp", "4 faces, 4000x3000 JPEG", "4faces-12mp.jpg", landmarks_all))
 
     # An aligned face: the astronaut warped onto the FFHQ template, as GFPGAN's aligned mode expects.
-    from processing.engine import FACE_SIZE, FACE_TEMPLATE
+    from processing.engine.detectors import FACE_SIZE, FACE_TEMPLATE
 
     matrix = cv2.estimateAffinePartial2D(marks, FACE_TEMPLATE, method=cv2.LMEDS)[0]
     aligned = cv2.warpAffine(source, matrix, (FACE_SIZE, FACE_SIZE), borderMode=cv2.BORDER_CONSTANT, borderValue=(135, 133, 132))

@@ -77,12 +77,15 @@ def main(argv=None) -> int:
 
     from benchmarks.inputs import astronaut_bgr
     from benchmarks.inputs import build as build_inputs
-    from processing import weights
+    from processing.build import weights
+    from processing.build.export import export_store
+    from processing.build.standin import build_standin
     from processing.config import Settings
     from tests.conftest import STANDIN_DIR, Azurite, LiveStack, free_port, unique_name
 
     if not (weights.is_standin_dir(STANDIN_DIR) and all(s.ok for s in weights.check(STANDIN_DIR))):
-        weights.build_standin(STANDIN_DIR)
+        build_standin(STANDIN_DIR)
+    export_store(STANDIN_DIR, STANDIN_DIR / "onnx", log=lambda line: None)
     scratch = Path(tempfile.mkdtemp(prefix="service-bench-"))
     azurite = Azurite(scratch / "azurite", (free_port(), free_port(), free_port()))
     azurite.start()
@@ -90,7 +93,7 @@ def main(argv=None) -> int:
         storage_connection_string=azurite.connection_string,
         jobs_queue=unique_name("jobs-"), jobs_table=unique_name("jobs"),
         uploads_container=unique_name("uploads-"), results_container=unique_name("results-"),
-        weights_dir=STANDIN_DIR, standin_weights=True, torch_threads=args.threads,
+        weights_dir=STANDIN_DIR, standin_weights=True, engine_threads=args.threads,
         worker_poll_seconds=args.poll_seconds,
     )
     (scratch / "logs").mkdir()

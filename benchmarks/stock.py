@@ -10,7 +10,7 @@ Nothing in its math is changed; the harness only
   ``detect_faces`` on the full-resolution image (so its cost is measured) and then
   reports the pinned landmarks instead of what the stand-in detector found;
 - hands GFPGAN's decoder the same noise our engine uses for the same face
-  (``engine.gfpgan_noise(seed + index)``, via ``models.forward_with_noise``) instead of
+  (``engine.networks.gfpgan_noise(seed + index)``, via ``architectures.forward_with_noise``) instead of
   letting it draw fresh noise from torch's generator, so outputs can be compared.
 
 GFPGANer hard-codes ``model_rootpath='gfpgan/weights'`` relative to the working directory
@@ -29,7 +29,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from processing import _compat  # noqa: F401  (torchvision alias, before gfpgan)
+from processing.build import compat  # noqa: F401  (torchvision alias, before gfpgan)
 
 
 def _no_downloads() -> None:
@@ -42,7 +42,7 @@ def _no_downloads() -> None:
 
 
 def prepare_workdir(workdir: Path, weights_dir: Path) -> None:
-    from processing.weights import DETECTOR_FILE, PARSER_FILE
+    from processing.build.weights import DETECTOR_FILE, PARSER_FILE
 
     target = workdir / "gfpgan" / "weights"
     target.mkdir(parents=True, exist_ok=True)
@@ -56,8 +56,8 @@ class StockPipeline:
     def __init__(self, weights_dir: Path, model: str = "1.4", upscale: int = 2, threads: int = 0, run_detector: bool = True):
         import torch
 
-        from processing import models
-        from processing.weights import GFPGAN_FILES
+        from processing.build import architectures as models
+        from processing.build.weights import GFPGAN_FILES
 
         if threads:
             torch.set_num_threads(threads)
@@ -132,7 +132,7 @@ class StockPipeline:
 
     def run(self, data: bytes, landmarks: list, aligned: bool, noise_seed: int = 0) -> tuple[np.ndarray, bytes, dict]:
         """decode -> enhance -> encode, as inference_gfpgan.py; returns (image, png, timings)."""
-        from processing.engine import gfpgan_noise
+        from processing.engine.networks import gfpgan_noise
 
         self.timings.clear()
         self._pinned[:] = [np.asarray(m, np.float64) for m in landmarks]

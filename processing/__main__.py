@@ -1,5 +1,6 @@
-"""Command line: ``python -m processing serve | worker | restore FILES... | weights fetch|verify|standin
-| keys create NAME|revoke ID|list``."""
+"""Command line: ``python -m processing serve | worker | restore FILES... | models verify
+| keys create NAME|revoke ID|list``. The build-time steps (fetch checkpoints, stand-ins,
+export) are ``python -m processing.build``."""
 
 from __future__ import annotations
 
@@ -13,64 +14,48 @@ from pathlib import Path
 from .config import SettingsError, get_settings
 
 
-def _weights_dir(args) -> Path:
-    return Path(args.dir) if args.dir else get_settings().weights_dir
+def cmd_models(args) -> int:
+    from .engine.store import ModelStore
 
-
-def cmd_weights(args) -> int:
-    from . import weights
-
-    target = _weights_dir(args)
-    if args.action == "fetch":
-        try:
-            weights.fetch(target, source_dir=Path(args.source) if args.source else None, include_optional=args.all)
-        except (weights.WeightsError, OSError) as error:
-            print(f"weights fetch failed: {error}", file=sys.stderr)
-            return 1
-        return cmd_weights(argparse.Namespace(action="verify", dir=str(target)))
-    if args.action == "standin":
-        print("Building STAND-IN weights: real architectures, random parameters, meaningless output.")
-        weights.build_standin(target, seed=args.seed)
-        return 0
-    statuses = weights.check(target, full_hash=True)
-    kind = "stand-in" if weights.is_standin_dir(target) else "official"
-    for status in statuses:
-        print(f"{'ok     ' if status.ok else 'BROKEN '} {status.name} {status.problem}")
-    problems = [s for s in statuses if not s.ok]
-    required = {n for n, (_, _, req) in weights.expected_files(target).items() if req}
-    if problems or not required <= {s.name for s in statuses}:
-        print(f"{target}: weights are missing or corrupt; run `python -m processing weights fetch`", file=sys.stderr)
+    store = ModelStore(Path(args.dir) if args.dir else get_settings().models_dir)
+    problems = store.problems(full_hash=True)
+    for problem in problems:
+        print(f"BROKEN  {problem}")
+    if problems:
+        print(f"{store.directory}: the models are missing or damaged; export them with "
+              "`python -m processing.build export`", file=sys.stderr)
         return 1
-    print(f"{target}: {kind} weights verified (sha256)")
+    kind = "stand-in" if store.standin else "official"
+    print(f"{store.directory}: {kind} models verified (sha256): {', '.join(sorted(store.networks))}")
     return 0
 
 
 def cmd_serve(args) -> int:
     import uvicorn
 
-    from . import runtime
+    from . import wiring
 
-    runtime.storage().ensure_resources()
-    uvicorn.run(runtime.http_app(), host=args.host, port=args.port, log_level="info", access_log=False)
+    wiring.storage().ensure_resources()
+    uvicorn.run(wiring.http_app(), host=args.host, port=args.port, log_level="info", access_log=False)
     return 0
 
 
 def cmd_worker(args) -> int:
-    from . import runtime
-    from .weights import WeightsError
+    from . import wiring
+    from .engine.store import ModelsError
     from .worker import PollingWorker
 
     settings = get_settings()
-    runtime.storage().ensure_resources()
-    handler = runtime.job_handler()
+    wiring.storage().ensure_resources()
+    handler = wiring.job_handler()
     try:
         started = time.perf_counter()
-        handler.engine  # noqa: B018  (load the models now: refuse to start without intact weights)
-    except WeightsError as error:
+        handler.engine  # noqa: B018  (load the models now: refuse to start without intact models)
+    except (ModelsError, ValueError) as error:
         print(f"worker not started: {error}", file=sys.stderr)
         return 2
-    logging.info("models loaded in %.1fs from %s", time.perf_counter() - started, settings.weights_dir)
-    worker = PollingWorker(settings, runtime.storage(), handler)
+    logging.info("models loaded in %.1fs from %s", time.perf_counter() - started, settings.models_dir)
+    worker = PollingWorker(settings, wiring.storage(), handler)
     # SIGTERM (container stop, Ctrl-C): finish the job in hand, then exit.
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
     signal.signal(signal.SIGINT, lambda *_: worker.stop())
@@ -80,7 +65,7 @@ def cmd_worker(args) -> int:
 
 
 def cmd_keys(args) -> int:
-    from .auth import ApiKeys, keys_command
+    from .access.keys import ApiKeys, keys_command
     from .storage import Storage
 
     settings = get_settings()
@@ -115,13 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     add_restore_arguments(restore)
     restore.set_defaults(run=cmd_restore)
 
-    weights = commands.add_parser("weights", help="fetch or verify model weights")
-    weights.add_argument("action", choices=["fetch", "verify", "standin"])
-    weights.add_argument("--dir", help="weights directory (default: WEIGHTS_DIR)")
-    weights.add_argument("--from", dest="source", help="copy from this directory instead of downloading")
-    weights.add_argument("--all", action="store_true", help="also the optional Real-ESRGAN background model")
-    weights.add_argument("--seed", type=int, default=0, help="seed for stand-in weights")
-    weights.set_defaults(run=cmd_weights)
+    models = commands.add_parser("models", help="verify the exported models the service runs (SHA-256 of every file)")
+    models.add_argument("action", choices=["verify"])
+    models.add_argument("--dir", help="models directory (default: MODELS_DIR, or WEIGHTS_DIR/onnx)")
+    models.set_defaults(run=cmd_models)
 
     keys = commands.add_parser("keys", help="API keys: create NAME | revoke ID | list (stored hashed)")
     keys.add_argument("action", choices=["create", "revoke", "list"])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from .options import JobOptions
+from .jobs.options import JobOptions
 
 
 def add_restore_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,10 +30,11 @@ def add_restore_arguments(parser: argparse.ArgumentParser) -> None:
 def restore_files(args) -> int:
     from tqdm import tqdm
 
-    from . import images
     from .config import get_settings
-    from .engine import Engine
-    from .weights import WeightsError
+    from .engine.pipeline import Engine
+    from .engine.store import ModelsError
+    from .images import codec
+    from .images.preprocess import preprocess
 
     try:
         options = JobOptions(**{name: getattr(args, name) for name in JobOptions.model_fields})
@@ -44,7 +45,7 @@ def restore_files(args) -> int:
     settings = get_settings()
     try:
         engine = Engine.from_settings(settings)
-    except WeightsError as error:
+    except (ModelsError, ValueError) as error:
         print(error, file=sys.stderr)
         return 2
     if engine.standin:
@@ -55,14 +56,14 @@ def restore_files(args) -> int:
     for path in bar:
         bar.set_description(path.name[:30])
         try:
-            decoded = images.decode(path.read_bytes(), settings.max_pixels, auto_orient=options.auto_orient)
-            pixels, steps = images.preprocess(decoded.pixels, options)
+            decoded = codec.decode(path.read_bytes(), settings.max_pixels, auto_orient=options.auto_orient)
+            pixels, steps = preprocess(decoded.pixels, options)
             result = engine.restore(pixels, options.restore_options(settings.max_faces))
-            target = args.out / f"{path.stem}-restored.{images.extension(options.output_format)}"
-            target.write_bytes(images.encode(result.image, options.output_format, options.quality))
+            target = args.out / f"{path.stem}-restored.{codec.extension(options.output_format)}"
+            target.write_bytes(codec.encode(result.image, options.output_format, options.quality))
             done = ", ".join(steps + [f"{len(result.faces)} faces"])
             bar.write(f"{path} -> {target} ({done})")
-        except (OSError, images.ImageRejected) as error:
+        except (OSError, codec.ImageRejected) as error:
             failures[path] = str(error)
             bar.write(f"{path}: FAILED: {error}")
     if failures:

@@ -63,17 +63,20 @@ class Settings:
     uploads_container: str = field(default="uploads", metadata={"env": "UPLOADS_CONTAINER"})
     results_container: str = field(default="results", metadata={"env": "RESULTS_CONTAINER"})
 
-    # Model weights: fetched once by `python -m processing weights fetch`, never at run time.
+    # The exported networks the service runs (processing/engine/store.py), made at build time
+    # from verified checkpoints by `python -m processing.build export`; never written at
+    # run time. Empty: <WEIGHTS_DIR>/onnx, where that command puts them by default.
+    models_dir_setting: str = field(default="", metadata={"env": "MODELS_DIR", "aliases": ("ONNX_CACHE_DIR",)})
+    # Checkpoints (.pth): only the build commands read them (`python -m processing.build`).
     weights_dir: Path = field(default=Path("weights"), metadata={"env": "WEIGHTS_DIR"})
     # Stand-in weights (random parameters) are refused unless this says they are wanted.
     standin_weights: bool = field(default=False, metadata={"env": "STANDIN_WEIGHTS"})
-    torch_threads: int = field(default=0, metadata={"env": "TORCH_THREADS"})  # 0: one per core
+    # Threads for the networks and OpenCV; 0: one per core.
+    engine_threads: int = field(default=0, metadata={"env": "ENGINE_THREADS", "aliases": ("TORCH_THREADS",)})
     max_faces: int = field(default=10, metadata={"env": "MAX_FACES"})
-    # Where the networks run: openvino (fastest here), onnxruntime (about 450 MB leaner at
-    # peak), or torch (the reference). Exports are cached under ONNX_CACHE_DIR
-    # (default WEIGHTS_DIR/onnx), named by the checkpoint's SHA-256.
+    # Where the networks run: openvino (fastest here) or onnxruntime (about 450 MB leaner
+    # at peak); the engine's runtimes.RUNTIMES is the list, and refuses anything else.
     engine_backend: str = field(default="openvino", metadata={"env": "ENGINE_BACKEND"})
-    onnx_cache_dir: str = field(default="", metadata={"env": "ONNX_CACHE_DIR"})
     # Faces are found on a copy whose longer side is at most this; landmarks are scaled back
     # to full resolution (0 disables the downscale). 840 is the scale RetinaFace-ResNet50 was
     # trained at (facexlib's cfg_re50 image_size); its smallest anchor is 16 px on that copy.
@@ -136,10 +139,8 @@ class Settings:
         for name in ("max_upload_bytes", "max_pixels", "max_dequeue_count", "lease_seconds"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{_env_name(name)} must be positive")
-        if self.engine_backend not in ("openvino", "onnxruntime", "torch"):
-            raise SettingsError("ENGINE_BACKEND must be openvino, onnxruntime or torch")
-        if self.max_faces < 0 or self.torch_threads < 0 or self.retention_hours <= 0:
-            raise SettingsError("MAX_FACES and TORCH_THREADS must be >= 0, JOB_RETENTION_HOURS > 0")
+        if self.max_faces < 0 or self.engine_threads < 0 or self.retention_hours <= 0:
+            raise SettingsError("MAX_FACES and ENGINE_THREADS must be >= 0, JOB_RETENTION_HOURS > 0")
         for name in ("rate_limit_per_minute", "rate_limit_reads_per_minute", "api_key_cache_seconds",
                      "storage_retry_total", "storage_retry_backoff"):
             if getattr(self, name) < 0:
@@ -147,6 +148,10 @@ class Settings:
         for name in ("rate_limit_burst", "rate_limit_reads_burst"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{_env_name(name)} must be at least 1")
+
+    @property
+    def models_dir(self) -> Path:
+        return Path(self.models_dir_setting) if self.models_dir_setting else self.weights_dir / "onnx"
 
     @property
     def poison_queue(self) -> str:
@@ -158,8 +163,9 @@ class Settings:
         env = os.environ if env is None else env
         values = {}
         for f in fields(cls):
-            name = f.metadata["env"]
-            if name not in env:
+            # The first of the variable and its older names that is set wins.
+            name = next((n for n in (f.metadata["env"], *f.metadata.get("aliases", ())) if n in env), None)
+            if name is None:
                 continue
             raw = env[name]
             try:

@@ -21,12 +21,13 @@ from typing import Callable
 
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 
-from . import images
 from .config import Settings
-from .jobs import SUCCEEDED, CorruptJob, Job, JobNotFound, JobRepository, LeaseLost, utcnow
-from .options import JobOptions
-from .batches import feed
-from .service import before_blob_name, face_blob_name, result_blob_name
+from .images import codec
+from .images.preprocess import preprocess
+from .jobs.batches import feed
+from .jobs.blobs import before_blob_name, face_blob_name, result_blob_name
+from .jobs.options import JobOptions
+from .jobs.records import SUCCEEDED, CorruptJob, Job, JobNotFound, JobRepository, LeaseLost, utcnow
 from .storage import Storage, decode_job_message
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,22 @@ class JobHandler:
             if self._engine is None:
                 self._engine = self._engine_factory()
             return self._engine
+
+    def handle_delivery(self, body: bytes | str, dequeue_count: int, put_back: Callable[[int], None]) -> Outcome:
+        """One delivery of a message. When another worker holds a live lease on the job,
+        ``put_back(seconds)`` leaves the message (or a copy of it) to be delivered again
+        once that lease has run out: if its holder died, that delivery takes the job over."""
+        outcome = self.handle_message(body, dequeue_count)
+        if outcome.retry_after is not None:
+            put_back(int(outcome.retry_after))
+        return outcome
+
+    def handle_trigger_message(self, body: bytes | str, dequeue_count: int) -> Outcome:
+        """A delivery from the Functions queue trigger. The host deletes the message when the
+        function returns, so the message to come back later is a copy, sent invisible."""
+        return self.handle_delivery(
+            body, dequeue_count, lambda seconds: self.storage.jobs_queue.send_message(body, visibility_timeout=seconds)
+        )
 
     def handle_message(self, body: bytes | str, dequeue_count: int = 1) -> Outcome:
         try:
@@ -145,27 +162,27 @@ class JobHandler:
             raise PermanentFailure("input_missing", "the uploaded image is gone (deleted or expired)") from None
         try:
             # Orientation was applied when the upload was stored; auto_orient is spent.
-            decoded = images.decode(data, self.settings.max_pixels, auto_orient=False)
-            pixels, steps = images.preprocess(decoded.pixels, options)
-        except images.ImageRejected as rejected:
+            decoded = codec.decode(data, self.settings.max_pixels, auto_orient=False)
+            pixels, steps = preprocess(decoded.pixels, options)
+        except codec.ImageRejected as rejected:
             raise PermanentFailure(rejected.code, str(rejected)) from None
         results = self.settings.results_container
         if steps:
             report("preprocessing", 0.03)
             # The exact pixels the engine sees: what the page compares the result with.
-            self.storage.put_blob(results, before_blob_name(job.id), images.encode(pixels), "image/png")
+            self.storage.put_blob(results, before_blob_name(job.id), codec.encode(pixels), "image/png")
 
         engine = self.engine
         result = engine.restore(pixels, options.restore_options(self.settings.max_faces), report)
 
         report("saving", 0.92)
-        encoded = images.encode(result.image, options.output_format, options.quality)
+        encoded = codec.encode(result.image, options.output_format, options.quality)
         result_blob = result_blob_name(job.id, options.output_format)
-        self.storage.put_blob(results, result_blob, encoded, images.content_type(options.output_format))
+        self.storage.put_blob(results, result_blob, encoded, codec.content_type(options.output_format))
         faces = []
         for index, item in enumerate(result.faces):
-            self.storage.put_blob(results, face_blob_name(job.id, index, "before"), images.encode(item.before), "image/png")
-            self.storage.put_blob(results, face_blob_name(job.id, index, "after"), images.encode(item.after), "image/png")
+            self.storage.put_blob(results, face_blob_name(job.id, index, "before"), codec.encode(item.before), "image/png")
+            self.storage.put_blob(results, face_blob_name(job.id, index, "after"), codec.encode(item.after), "image/png")
             faces.append({"box": [round(v, 1) for v in item.face.box], "score": round(item.face.score, 4)})
 
         timings = {name: round(seconds, 3) for name, seconds in result.timings.items()}
@@ -173,7 +190,7 @@ class JobHandler:
         held.finish(
             SUCCEEDED,
             result_blob=result_blob,
-            result_content_type=images.content_type(options.output_format),
+            result_content_type=codec.content_type(options.output_format),
             result_width=int(result.image.shape[1]),
             result_height=int(result.image.shape[0]),
             face_count=len(faces),
@@ -295,16 +312,19 @@ class PollingWorker:
             return None
         keeper = _VisibilityKeeper(self.queue, message, self.visibility)
         keeper.start()
+
+        def put_back(seconds: int) -> None:
+            keeper.stop()
+            self._set_visibility(keeper.message, seconds)
+
         try:
-            outcome = self.handler.handle_message(message.content, message.dequeue_count)
+            outcome = self.handler.handle_delivery(message.content, message.dequeue_count, put_back)
         except Exception:  # noqa: BLE001  (already logged; the message reappears for a retry)
             keeper.stop()
             self._set_visibility(keeper.message, 0)
             return None
         keeper.stop()
-        if outcome.retry_after is not None:
-            self._set_visibility(keeper.message, int(outcome.retry_after))
-        else:
+        if outcome.retry_after is None:
             self._delete(keeper.message)
         return outcome
 

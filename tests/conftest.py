@@ -20,7 +20,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from processing import weights  # noqa: E402
+from processing.build import weights  # noqa: E402
 from processing.config import Settings, azurite_connection_string  # noqa: E402
 
 STANDIN_DIR = ROOT / ".cache" / "standin-weights"
@@ -91,19 +91,29 @@ def azurite(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def standin_weights() -> Path:
-    """Stand-in checkpoints (real architectures, seeded random parameters), built once and cached."""
+    """Stand-in checkpoints (real architectures, seeded random parameters) and their exported
+    model store in ``<dir>/onnx`` (the service's default MODELS_DIR), built once and cached."""
+    from processing.build.export import export_store
+    from processing.build.standin import build_standin
+
     complete = weights.is_standin_dir(STANDIN_DIR) and weights.BACKGROUND_FILE in weights.expected_files(STANDIN_DIR)
     if not (complete and all(s.ok for s in weights.check(STANDIN_DIR))):
         shutil.rmtree(STANDIN_DIR, ignore_errors=True)
-        weights.build_standin(STANDIN_DIR, seed=0)
+        build_standin(STANDIN_DIR, seed=0)
+    export_store(STANDIN_DIR, STANDIN_DIR / "onnx", log=lambda line: None)
     return STANDIN_DIR
 
 
 @pytest.fixture(scope="session")
-def engine(standin_weights):
-    from processing.engine import Engine
+def standin_models(standin_weights) -> Path:
+    return standin_weights / "onnx"
 
-    return Engine(standin_weights, threads=2, allow_standin=True, models=("1.4", "1.3"))
+
+@pytest.fixture(scope="session")
+def engine(standin_models):
+    from processing.engine.pipeline import Engine
+
+    return Engine.open(standin_models, threads=2, allow_standin=True, models=("1.4", "1.3"))
 
 
 def unique_name(prefix: str) -> str:
@@ -121,7 +131,7 @@ def isolated_settings(azurite: Azurite, standin_weights: Path, **overrides) -> S
         results_container=unique_name("results-"),
         weights_dir=standin_weights,
         standin_weights=True,
-        torch_threads=2,
+        engine_threads=2,
         lease_seconds=30,
         worker_poll_seconds=0.2,
         **overrides,
@@ -161,7 +171,7 @@ def handler(settings, storage, engine):
 def client(settings, storage):
     from fastapi.testclient import TestClient
 
-    from processing.api import create_app
+    from processing.api.app import create_app
 
     with TestClient(create_app(settings, storage)) as test_client:
         yield test_client
@@ -195,7 +205,7 @@ def env_for(settings: Settings, **extra: str) -> dict[str, str]:
         RESULTS_CONTAINER=settings.results_container,
         WEIGHTS_DIR=str(settings.weights_dir),
         STANDIN_WEIGHTS="true" if settings.standin_weights else "false",
-        TORCH_THREADS=str(settings.torch_threads),
+        ENGINE_THREADS=str(settings.engine_threads),
         JOB_LEASE_SECONDS=str(settings.lease_seconds),
         WORKER_POLL_SECONDS=str(settings.worker_poll_seconds),
         RATE_LIMIT_PER_MINUTE=str(settings.rate_limit_per_minute),

@@ -9,7 +9,10 @@ import cv2
 import numpy as np
 import pytest
 
-from processing.engine import FACE_SIZE, FACE_TEMPLATE, Engine, Face, HaarStandInDetector, RestoreOptions, gfpgan_noise
+from processing.engine.detectors import FACE_SIZE, FACE_TEMPLATE, Face, HaarStandInDetector
+from processing.engine.networks import gfpgan_noise, to_input
+from processing.engine.pipeline import Engine, RestoreOptions
+from processing.engine.store import ModelStore
 from tests.conftest import astronaut_bgr
 
 
@@ -62,7 +65,7 @@ def test_matches_stock_gfpgan_on_pinned_landmarks(engine, standin_weights, photo
     assert psnr(ours.image, stock_image) >= 40
 
 
-def test_decoder_noise_is_an_input_that_reaches_the_output(engine, standin_weights):
+def test_decoder_noise_is_an_input_that_reaches_the_output(engine, standin_weights, standin_models):
     """Stand-in checkpoints have zero noise strengths, so give every StyleConv a nonzero
     one, in the torch module and in the exported graph alike: the runtime then matches
     upstream's forward fed the same noise, and different noise gives a different face."""
@@ -71,17 +74,16 @@ def test_decoder_noise_is_an_input_that_reaches_the_output(engine, standin_weigh
     import torch
     from onnx import numpy_helper
 
-    from processing import models, onnx_runtime
-    from processing.weights import GFPGAN_FILES
+    from processing.build import architectures
+    from processing.build.weights import GFPGAN_FILES
 
-    name = GFPGAN_FILES["1.4"]
-    net = models.load_gfpgan(standin_weights / name)
+    net = architectures.load_gfpgan(standin_weights / GFPGAN_FILES["1.4"])
     strengths = {}
     for index, conv in enumerate([net.stylegan_decoder.style_conv1, *net.stylegan_decoder.style_convs]):
         conv.weight.data.fill_(0.05 * (index + 1))
         strengths[f"noise{index}"] = 0.05 * (index + 1)
 
-    graph = onnx.load(onnx_runtime.cached_path(standin_weights, onnx_runtime.default_cache_dir(standin_weights), name))
+    graph = onnx.load(ModelStore(standin_models).path("gfpgan-1.4"))
     for node in graph.graph.node:
         noise = next((i for i in node.input if i in strengths), None)
         if node.op_type == "Mul" and noise:
@@ -94,21 +96,23 @@ def test_decoder_noise_is_an_input_that_reaches_the_output(engine, standin_weigh
     del graph
 
     crop = cv2.resize(astronaut_bgr(), (FACE_SIZE, FACE_SIZE))
-    x = onnx_runtime.to_input(crop)
+    x = to_input(crop)
     noise_a, noise_b = gfpgan_noise(1), gfpgan_noise(2)
     feed = lambda noise: {"input": x, **{f"noise{i}": n for i, n in enumerate(noise)}}  # noqa: E731
     runtime_a = session.run(None, feed(noise_a))[0]
     runtime_b = session.run(None, feed(noise_b))[0]
     with torch.inference_mode():
-        upstream_a = models.forward_with_noise(net, torch.from_numpy(x), noise_a).numpy()
+        upstream_a = architectures.forward_with_noise(net, torch.from_numpy(x), noise_a).numpy()
     assert np.abs(runtime_a - upstream_a).max() < 1e-3
     assert np.abs(runtime_a - runtime_b).max() > 1e-2  # the noise matters once it has a strength
 
 
 def test_torch_backend_computes_the_same(engine, standin_weights, astronaut_face):
-    """The fallback backend (upstream torch modules) agrees with the default one."""
+    """The reference backend (upstream torch modules) agrees with the exported graphs."""
+    from processing.build.torch_backend import TorchBackend
+
     image, landmarks = astronaut_face
-    torch_engine = Engine(standin_weights, threads=2, allow_standin=True, backend="torch")
+    torch_engine = Engine(TorchBackend(standin_weights, threads=2), allow_standin=True)
     matrix = cv2.estimateAffinePartial2D(landmarks, FACE_TEMPLATE, method=cv2.LMEDS)[0]
     aligned = cv2.warpAffine(image, matrix, (FACE_SIZE, FACE_SIZE))
     ours = engine.restore(aligned, RestoreOptions(aligned=True))
@@ -223,12 +227,13 @@ def test_detection_decoding_matches_facexlib(standin_weights):
     import torchvision
     from facexlib.detection.retinaface_utils import PriorBox, decode, decode_landm
 
-    from processing import models, onnx_runtime
+    from processing.build import architectures
+    from processing.engine import retinaface
 
-    net = models.load_detector(standin_weights / "detection_Resnet50_Final.pth")
+    net = architectures.load_detector(standin_weights / "detection_Resnet50_Final.pth")
     height, width = 256, 320
     image = cv2.resize(astronaut_bgr(), (width, height))
-    anchors = onnx_runtime.priors(height, width)
+    anchors = retinaface.priors(height, width)
     np.testing.assert_array_equal(anchors, PriorBox(net.cfg, image_size=(height, width)).forward().numpy())
     with torch.inference_mode():
         inputs = torch.from_numpy(np.ascontiguousarray((image.astype(np.float32) - [104, 117, 123]).astype(np.float32).transpose(2, 0, 1)[None]))
@@ -239,28 +244,44 @@ def test_detection_decoding_matches_facexlib(standin_weights):
         scores = conf[0][:, 1]
         chosen = scores > 0.9
         expected = torch.cat((boxes[chosen], scores[chosen, None], points[chosen]), dim=1).numpy()
-    got = onnx_runtime.decode_detections(loc.numpy(), conf.numpy(), landmarks.numpy(), anchors, height, width, 0.9, None)
+    got = retinaface.decode_detections(loc.numpy(), conf.numpy(), landmarks.numpy(), anchors, height, width, 0.9, None)
     assert len(expected) > 10 and got.shape == expected.shape
     order = lambda rows: rows[np.lexsort(rows[:, ::-1].T)]  # noqa: E731
     np.testing.assert_allclose(order(got), order(expected), rtol=1e-5, atol=1e-3)
 
     untied = np.random.default_rng(0).permutation(len(got)).astype(np.float32) / len(got)
-    keep = onnx_runtime.nms(got[:, :4], untied, 0.4)
+    keep = retinaface.nms(got[:, :4], untied, 0.4)
     reference = torchvision.ops.nms(torch.from_numpy(got[:, :4].copy()), torch.from_numpy(untied), 0.4).numpy()
     np.testing.assert_array_equal(keep, reference)
 
 
-def test_exports_are_cached_by_weight_hash(engine, standin_weights, monkeypatch):
-    from processing import onnx_runtime
-    from processing.weights import DETECTOR_FILE, PARSER_FILE, expected_files
+def test_exports_are_kept_by_checkpoint_hash(standin_weights, standin_models, monkeypatch):
+    """The store names each export by its checkpoint's hash, and exporting again with the
+    same checkpoints exports nothing."""
+    from processing.build import export
+    from processing.build.weights import PARSER_FILE, expected_files
 
-    cache = onnx_runtime.default_cache_dir(standin_weights)
-    path = onnx_runtime.cached_path(standin_weights, cache, PARSER_FILE)
-    assert expected_files(standin_weights)[PARSER_FILE][1][:16] in path.name and path.is_file()
+    path = ModelStore(standin_models).path("parser")
+    assert expected_files(standin_weights)[PARSER_FILE][1][:16] in path.name
 
     def no_export(*args, **kwargs):
-        raise AssertionError("a cached export must not be redone")
+        raise AssertionError("an export made from the same checkpoint must not be redone")
 
-    monkeypatch.setattr(onnx_runtime.subprocess, "run", no_export)
-    monkeypatch.setattr(onnx_runtime, "export", no_export)
-    assert onnx_runtime.ensure_exported(standin_weights, cache, [DETECTOR_FILE, PARSER_FILE])[PARSER_FILE] == path
+    monkeypatch.setattr(export, "export", no_export)
+    manifest = export.export_store(standin_weights, standin_models, log=lambda line: None)
+    assert manifest["networks"]["parser"]["file"] == path.name
+    assert manifest["kind"] == "standin" and set(manifest["networks"]) == {
+        "gfpgan-1.4", "gfpgan-1.3", "detector", "parser", "background"}
+
+
+def test_background_upsampler_export_matches_torch(engine, standin_weights):
+    """Real-ESRGAN x2 as exported, tiled, equals the upstream module tiled the same way, on
+    an odd-sized photo that takes several tiles."""
+    from processing.build.torch_backend import TorchBackend
+    from processing.engine.upsampler import TiledUpsampler
+
+    image = cv2.resize(astronaut_bgr(), (101, 75), interpolation=cv2.INTER_AREA)
+    ours = TiledUpsampler(engine.backend.background(), tile=48, pad=6).upscale(image)
+    theirs = TiledUpsampler(TorchBackend(standin_weights, threads=2).background(), tile=48, pad=6).upscale(image)
+    assert ours.shape == theirs.shape == (150, 202, 3)
+    assert np.abs(ours.astype(int) - theirs.astype(int)).max() <= 1

@@ -6,7 +6,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from processing.engine import RestoreOptions
+from processing.engine.pipeline import RestoreOptions
 from tests.conftest import astronaut_bgr
 
 

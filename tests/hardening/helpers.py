@@ -54,7 +54,7 @@ def app_client(settings, storage, raise_server_exceptions: bool = True, **change
     """A TestClient for an API instance with some settings changed."""
     from fastapi.testclient import TestClient
 
-    from processing.api import create_app
+    from processing.api.app import create_app
 
     with TestClient(create_app(settings.with_changes(**changes), storage),
                     raise_server_exceptions=raise_server_exceptions) as client:

@@ -13,8 +13,9 @@ import time
 
 import pytest
 
-from processing.auth import ApiKeys, client_address
-from processing.ratelimit import Bucket, LocalRateLimiter, RateLimiter
+from processing.access.callers import client_address
+from processing.access.keys import ApiKeys
+from processing.access.ratelimit import Bucket, LocalRateLimiter, RateLimiter
 from processing.storage import Storage
 from tests.conftest import ROOT, env_for
 from tests.hardening.helpers import app_client, blob_names, png_bytes, submit
@@ -278,7 +279,7 @@ def test_app_service_principal_owns_its_jobs(settings, storage):
         assert client.get(f"/api/jobs/{job_id}", headers=bob).status_code == 404
         assert client.get(f"/api/jobs/{job_id}").status_code == 404
         assert submit(client, png_bytes()).status_code == 401
-    from processing.jobs import JobRepository
+    from processing.jobs.records import JobRepository
 
     owner = JobRepository(storage.tables.get_table_client(settings.jobs_table)).get(job_id).owner
     assert owner == "user:aad:11111111-aaaa"

@@ -14,9 +14,9 @@ import pytest
 from azure.core.exceptions import HttpResponseError, ServiceRequestError
 from azure.data.tables import UpdateMode
 
-from processing.jobs import JobRepository, utcnow
-from processing.options import JobOptions
-from processing.service import JobService
+from processing.jobs.records import JobRepository, utcnow
+from processing.jobs.options import JobOptions
+from processing.jobs.service import JobService
 from processing.worker import JobHandler, PollingWorker
 from tests.conftest import LiveStack, wait_for_status
 from tests.hardening.helpers import app_client, blob_names, png_bytes, submit

@@ -12,9 +12,9 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 from PIL import Image
 
-from processing import images
-from processing.options import JobOptions
-from processing.service import JobService
+from processing.images import codec as images
+from processing.jobs.options import JobOptions
+from processing.jobs.service import JobService
 from tests.hardening.helpers import app_client, with_png_size
 
 def fuzz(examples: int) -> hsettings:

@@ -173,8 +173,8 @@ def test_per_face_results(client, storage, handler):
 
 
 def test_preprocessing_effects():
-    from processing.images import preprocess
-    from processing.options import JobOptions
+    from processing.images.preprocess import preprocess
+    from processing.jobs.options import JobOptions
 
     rng = np.random.default_rng(0)
     cast = np.clip(rng.normal(120, 20, (64, 64, 3)) * [0.7, 1.0, 1.3], 0, 255).astype(np.uint8)
@@ -230,9 +230,9 @@ def test_realesrgan_background_runs_through_the_pipeline(client, storage, handle
 
 
 def test_realesrgan_background_is_refused_when_its_weights_are_absent(settings, storage, tmp_path):
-    from processing.images import ImageRejected
-    from processing.options import JobOptions
-    from processing.service import JobService
+    from processing.images.codec import ImageRejected
+    from processing.jobs.options import JobOptions
+    from processing.jobs.service import JobService
 
     service = JobService(settings.with_changes(weights_dir=tmp_path), storage)
     with pytest.raises(ImageRejected) as error:

@@ -24,10 +24,10 @@ from tests.conftest import env_for
 
 
 def _clear_caches() -> None:
-    from processing import config, runtime
+    from processing import config, wiring
 
     config.get_settings.cache_clear()
-    for cached in (runtime.storage, runtime.job_handler, runtime.job_service):
+    for cached in (wiring.storage, wiring.job_handler, wiring.job_service):
         cached.cache_clear()
 
 
@@ -80,9 +80,9 @@ def functions(settings, storage, engine, monkeypatch):
         import function_app
 
         module = importlib.reload(function_app)
-        from processing import runtime
+        from processing import wiring
 
-        runtime.job_handler()._engine = engine  # the session's engine: no second model load
+        wiring.job_handler()._engine = engine  # the session's engine: no second model load
         loaded = Functions(module, storage)
         opened.append(loaded)
         return loaded
@@ -164,7 +164,7 @@ def test_a_busy_job_message_is_put_back_for_when_the_lease_ends(functions, setti
     """The host deletes a message once the function returns; a message for a job another
     instance holds is re-sent, invisible until that lease runs out, so a dead holder's
     job is still taken over."""
-    from processing.jobs import JobRepository
+    from processing.jobs.records import JobRepository
 
     app = functions()
     job_id = json.loads(app.http("POST", "/api/jobs", files={"file": ("a.png", _png(), "image/png")},
@@ -186,8 +186,8 @@ def test_a_busy_job_message_is_put_back_for_when_the_lease_ends(functions, setti
 
 
 def test_timer_purges_expired_jobs_requeues_stale_ones_and_forgets_idle_clients(functions, settings):
-    from processing.jobs import JobRepository, utcnow
-    from processing.ratelimit import client_key
+    from processing.jobs.records import JobRepository, utcnow
+    from processing.access.ratelimit import client_key
 
     app = functions(JOB_RETENTION_HOURS="0.0005", RATE_LIMIT_PER_MINUTE="60", RATE_LIMIT_BURST="5")  # 1.8 s
     ids = [json.loads(app.http("POST", "/api/jobs", files={"file": ("a.png", _png(), "image/png")},

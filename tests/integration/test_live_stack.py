@@ -1,5 +1,8 @@
 """The processes the README's run command starts, end to end over real HTTP."""
 
+import json
+from pathlib import Path
+
 import httpx
 
 from tests.conftest import wait_for_status
@@ -14,10 +17,10 @@ def test_curl_like_submission_succeeds(live_stack, astronaut_png):
     result = httpx.get(f"{live_stack.url}{final['links']['result']}", timeout=30)
     assert result.status_code == 200 and result.content.startswith(b"\x89PNG")
     page = httpx.get(f"{live_stack.url}/", timeout=10)
-    assert page.status_code in (200, 404)  # the page is checked by the browser tests
+    assert page.status_code == 200 and "<title>Face restoration</title>" in page.text  # its behaviour: tests/browser
 
 
-def test_worker_refuses_to_start_without_weights(settings, tmp_path):
+def test_worker_refuses_to_start_without_models(settings, tmp_path):
     import subprocess
     import sys
 
@@ -28,7 +31,27 @@ def test_worker_refuses_to_start_without_weights(settings, tmp_path):
     run = subprocess.run([sys.executable, "-m", "processing", "worker", "--once"], cwd=ROOT,
                          env=env_for(settings, WEIGHTS_DIR=str(empty)), capture_output=True, text=True, timeout=120)
     assert run.returncode == 2
-    assert "weights" in run.stderr and "missing" in run.stderr and "weights fetch" in run.stderr
+    assert "models.json is missing" in run.stderr and "python -m processing.build export" in run.stderr
+
+
+def test_worker_refuses_a_damaged_model(settings, standin_models, tmp_path):
+    """A model file cut short (a broken copy, a full disk) stops the worker at start, naming
+    the file, instead of failing every job."""
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, env_for
+
+    damaged = tmp_path / "models"
+    shutil.copytree(standin_models, damaged, copy_function=lambda src, dst: Path(dst).symlink_to(src))
+    parser = json.loads((damaged / "models.json").read_text())["networks"]["parser"]["file"]
+    (damaged / parser).unlink()
+    (damaged / parser).write_bytes((standin_models / parser).read_bytes()[:1000])
+    run = subprocess.run([sys.executable, "-m", "processing", "worker", "--once"], cwd=ROOT,
+                         env=env_for(settings, MODELS_DIR=str(damaged)), capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2
+    assert f"parser: {parser} is 1000 bytes" in run.stderr
 
 
 def test_worker_refuses_standin_weights_unless_asked(settings):

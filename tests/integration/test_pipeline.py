@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from processing.jobs import JobRepository
+from processing.jobs.records import JobRepository
 from processing.storage import decode_job_message
 
 
@@ -154,7 +154,7 @@ def test_poisoned_message_marks_job_failed(client, storage, settings, astronaut_
 def test_expired_lease_is_taken_over_and_live_lease_is_not(client, storage, settings, handler, astronaut_png):
     from datetime import timedelta
 
-    from processing.jobs import utcnow
+    from processing.jobs.records import utcnow
 
     repo = JobRepository(storage.tables.get_table_client(settings.jobs_table))
     job_id = submit(client, astronaut_png, blend_mask="box").json()["id"]
@@ -196,11 +196,11 @@ def test_delete_removes_everything(client, storage, handler, settings, astronaut
 
 
 def test_purge_removes_expired_jobs_and_their_blobs(client, storage, handler, settings, astronaut_png):
-    from processing.service import JobService
+    from processing.jobs.service import JobService
 
     keep = submit(client, astronaut_png, blend_mask="box").json()["id"]
     short = JobService(settings.with_changes(retention_hours=1e-6), storage)
-    from processing.options import JobOptions
+    from processing.jobs.options import JobOptions
 
     gone = short.submit(astronaut_png, "old.png", JobOptions(blend_mask="box")).id
     run_queue(storage, handler)
@@ -296,14 +296,14 @@ def test_lease_is_renewed_during_a_long_silent_stage(client, storage, settings, 
 def test_health_is_degraded_without_weights(settings, storage, tmp_path):
     from fastapi.testclient import TestClient
 
-    from processing.api import create_app
+    from processing.api.app import create_app
 
     with TestClient(create_app(settings.with_changes(weights_dir=tmp_path / "none"), storage)) as bare:
         response = bare.get("/api/health")
     assert response.status_code == 503
     body = response.json()
     assert body["status"] == "degraded" and body["storage"] is True and body["weights"] is False
-    assert any("does not exist" in problem for problem in body["problems"])
+    assert any("models.json is missing" in problem for problem in body["problems"])
 
 
 def test_a_file_field_sent_as_text_is_explained(client):

@@ -12,12 +12,13 @@ import pytest
 from PIL import Image
 from pydantic import ValidationError
 
-from processing import images, weights
+from processing.build import weights
+from processing.images import codec as images
 from processing.config import Settings, SettingsError
-from processing.jobs import (CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, TERMINAL, TRANSITIONS, Job,
+from processing.jobs.records import (CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, TERMINAL, TRANSITIONS, Job,
                              from_entity, is_job_id, new_job_id, to_entity, utcnow)
-from processing.options import JobOptions
-from processing.service import safe_stem
+from processing.jobs.options import JobOptions
+from processing.jobs.service import safe_stem
 from processing.storage import decode_job_message, encode_job_message
 
 
@@ -205,4 +206,4 @@ def test_require_weights_names_what_is_missing(tmp_path):
         weights.require_weights(tmp_path, ("1.4",))
     message = str(error.value)
     assert "GFPGANv1.4.pth: missing" in message and "detection_Resnet50_Final.pth: missing" in message
-    assert "weights fetch" in message
+    assert "python -m processing.build fetch" in message

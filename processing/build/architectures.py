@@ -1,4 +1,5 @@
-"""The three networks, built from their upstream classes and loaded from explicit paths.
+"""The upstream network architectures (torch), built from their own classes and loaded
+from explicit paths: what the build exports and what the reference backend runs.
 
 Loading goes through ``torch.load(weights_only=True)`` on a file that weights.py has
 verified; facexlib's own ``init_*_model`` helpers are bypassed because they download
@@ -10,9 +11,10 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from . import _compat  # noqa: F401  (must run before gfpgan/basicsr are imported)
+from . import compat  # noqa: F401  (must run before gfpgan/basicsr are imported)
 
 import torch
+from basicsr.archs.rrdbnet_arch import RRDBNet
 from facexlib.detection.retinaface import RetinaFace
 from facexlib.parsing.parsenet import ParseNet
 from gfpgan.archs.gfpganv1_clean_arch import GFPGANv1Clean
@@ -45,6 +47,11 @@ def new_parser() -> ParseNet:
     return ParseNet(in_size=512, out_size=512, parsing_ch=19)
 
 
+def new_realesrgan_x2() -> RRDBNet:
+    # RealESRGAN_x2plus's architecture, as Real-ESRGAN's inference script builds it.
+    return RRDBNet(num_in_ch=3, num_out_ch=3, num_feat=64, num_block=23, num_grow_ch=32, scale=2)
+
+
 def _state_dict(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
@@ -69,12 +76,19 @@ def load_parser(path: Path) -> ParseNet:
     return net.eval()
 
 
+def load_realesrgan(path: Path) -> RRDBNet:
+    checkpoint = _state_dict(path)
+    net = new_realesrgan_x2()
+    net.load_state_dict(checkpoint.get("params_ema", checkpoint.get("params", checkpoint)), strict=True)
+    return net.eval()
+
+
 # -- GFPGAN's noise as an input -----------------------------------------------------
 #
 # GFPGANv1Clean's StyleGAN2 decoder adds per-layer Gaussian noise. Upstream draws it
 # inside the forward (``randomize_noise=True``, torch's generator) or uses stored buffers
 # (``randomize_noise=False``). Both backends here instead take it as an input, drawn by
-# ``engine.gfpgan_noise`` from a seed: the same distribution as upstream, reproducible,
+# ``engine.networks.gfpgan_noise`` from a seed: the same distribution as upstream, reproducible,
 # identical across backends, and the exact same numbers can be handed to the stock
 # pipeline when comparing outputs.
 

@@ -20,7 +20,7 @@ from typing import Any, Iterator
 from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableClient
 
-from .jobs import QUEUED, RUNNING, SUCCEEDED, TERMINAL, Job, JobRepository, is_job_id, utcnow
+from .records import QUEUED, RUNNING, SUCCEEDED, TERMINAL, Job, JobRepository, is_job_id, utcnow
 
 log = logging.getLogger(__name__)
 ROW_KEY = "batch"

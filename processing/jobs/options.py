@@ -69,7 +69,7 @@ class JobOptions(BaseModel):
         return tuple(int(part) for part in self.crop.split(",")) if self.crop else None  # type: ignore[return-value]
 
     def restore_options(self, max_faces: int):
-        from .engine import RestoreOptions
+        from ..engine.pipeline import RestoreOptions
 
         return RestoreOptions(
             model=self.model,

@@ -4,10 +4,10 @@ The pipeline is the one ``GFPGANer.enhance`` runs (detect 5 landmarks with Retin
 warp each face onto the FFHQ template, restore it with GFPGANv1Clean, blend it back with
 a ParseNet-derived soft mask), reorganised for a small CPU machine:
 
-- the networks run as ONNX exports (made once per weight file, cached on disk) on
-  OpenVINO by default, or ONNX Runtime (``backend="onnxruntime"``, leaner); the serving
-  process never imports torch. The torch backend runs the upstream modules directly and
-  computes the same thing;
+- the networks run as ONNX exports made at build time (store.py) on OpenVINO by default,
+  or ONNX Runtime (leaner); the process never imports torch. The build's torch backend
+  (processing/build/torch_backend.py) runs the upstream modules behind the same interface,
+  as the reference the tests compare with;
 - the detector sees a copy whose longer side is at most ``detect_max_side``; its cost
   grows with pixel count, and faces in a phone photo are far larger than it needs;
 - paste-back works on the rectangle each face covers instead of full-frame float64
@@ -21,10 +21,8 @@ rounding (benchmarks/, tests/engine/). It knows nothing of storage, HTTP or Func
 
 from __future__ import annotations
 
-import logging
 import math
 import os
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -34,23 +32,16 @@ from typing import Callable, Protocol, Sequence
 import cv2
 import numpy as np
 
-from .weights import (BACKGROUND_FILE, DETECTOR_FILE, GFPGAN_FILES, PARSER_FILE, WeightsError, check, is_standin_dir,
-                      require_weights)
+from .detectors import FACE_SIZE, FACE_TEMPLATE, Detector, Face, HaarStandInDetector, RetinaFaceDetector, center_face
+from .memory import release_heap
+from .networks import OnnxBackend, gfpgan_noise
+from .store import GFPGAN_ROLES, ModelsError, ModelStore
+from .upsampler import TiledUpsampler
 
-log = logging.getLogger(__name__)
-
-BACKENDS = ("openvino", "onnxruntime", "torch")
 _BLEND_ROWS = 256
 
-FACE_SIZE = 512
-# FFHQ 5-point template (eyes, nose tip, mouth corners) in a 512x512 face, as facexlib uses.
-FACE_TEMPLATE = np.array(
-    [[192.98138, 239.94708], [318.90277, 240.1936], [256.63416, 314.01935], [201.26117, 371.41043], [313.08905, 371.15118]]
-)
 # Grey GFPGAN's helper fills outside the photo when a face touches its edge.
 BORDER_GREY = (135, 133, 132)
-DETECTION_THRESHOLD = 0.97  # what GFPGANer uses
-MIN_EYE_DISTANCE = 5.0  # pixels; smaller detections are side views or specks
 # facexlib's MASK_COLORMAP: which ParseNet classes the blend mask keeps (255) or drops (0).
 PARSE_KEEP = np.array([0, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 255, 0, 255, 0, 0, 0], np.float64)
 
@@ -79,13 +70,6 @@ class RestoreOptions:
     background: str = "lanczos"
 
 
-@dataclass(frozen=True)
-class Face:
-    box: tuple[float, float, float, float]  # x0, y0, x1, y1 in input pixels
-    score: float
-    landmarks: np.ndarray  # 5 x 2, input pixels
-
-
 @dataclass
 class RestoredFace:
     face: Face
@@ -100,75 +84,6 @@ class RestoreResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-class Detector(Protocol):
-    name: str
-
-    def detect(self, image: np.ndarray) -> list[Face]: ...
-
-
-def _downscaled(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
-    longest = max(image.shape[:2])
-    if not max_side or longest <= max_side:
-        return image, 1.0
-    scale = max_side / longest
-    size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA), scale
-
-
-class RetinaFaceDetector:
-    name = "retinaface-resnet50"
-
-    def __init__(self, net, max_side: int):
-        self.net = net
-        self.max_side = max_side
-
-    def detect(self, image: np.ndarray) -> list[Face]:
-        small, scale = _downscaled(image, self.max_side)
-        rows = self.net.detect_faces(small, DETECTION_THRESHOLD)
-        faces = []
-        for row in rows:  # x0 y0 x1 y1 score, then 5 (x, y) landmarks
-            landmarks = np.asarray(row[5:15], np.float64).reshape(5, 2) / scale
-            if np.linalg.norm(landmarks[0] - landmarks[1]) < MIN_EYE_DISTANCE:
-                continue
-            faces.append(Face(tuple(float(v) / scale for v in row[:4]), float(row[4]), landmarks))
-        return faces
-
-
-class HaarStandInDetector:
-    """Stand-in mode only. A RetinaFace with random parameters "finds" thousands of
-    arbitrary faces, so stand-in mode locates faces with OpenCV's bundled Haar cascade
-    and places the 5 landmarks where the FFHQ template puts them inside that box."""
-
-    name = "opencv-haar (stand-in)"
-    # Where a Haar face box sits inside the 512 template crop (measured on FFHQ-aligned faces).
-    _BOX_IN_TEMPLATE = np.array([112.0, 150.0, 288.0, 288.0])
-
-    def __init__(self, max_side: int):
-        self.max_side = max_side or 1024
-        self._cascade = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
-        self._lock = threading.Lock()  # CascadeClassifier is not thread-safe
-
-    def detect(self, image: np.ndarray) -> list[Face]:
-        small, scale = _downscaled(image, self.max_side)
-        grey = cv2.equalizeHist(cv2.cvtColor(small, cv2.COLOR_BGR2GRAY))
-        min_side = max(24, min(grey.shape[:2]) // 12)
-        with self._lock:
-            boxes = self._cascade.detectMultiScale(grey, 1.1, 6, minSize=(min_side, min_side))
-        faces = []
-        x_off, y_off, span, _ = self._BOX_IN_TEMPLATE
-        for x, y, w, h in sorted((tuple(b) for b in boxes), key=lambda b: -b[2] * b[3]):
-            template = (FACE_TEMPLATE - [x_off, y_off]) / span
-            landmarks = (np.array([x, y]) + template * [w, h]) / scale
-            box = (x / scale, y / scale, (x + w) / scale, (y + h) / scale)
-            faces.append(Face(box, 1.0, landmarks))
-        return faces
-
-
-def _center_face(faces: Sequence[Face], width: int, height: int) -> Face:
-    centre = np.array([width / 2, height / 2])
-    return min(faces, key=lambda f: np.linalg.norm([(f.box[0] + f.box[2]) / 2, (f.box[1] + f.box[3]) / 2] - centre))
-
-
 def _covered_rect(matrix: np.ndarray, size: int, margin: float, width: int, height: int) -> tuple[int, int, int, int]:
     """The output rectangle a ``size`` square touches under ``matrix`` (face -> output),
     widened by ``margin`` face pixels for interpolation support, clipped to the frame."""
@@ -179,135 +94,19 @@ def _covered_rect(matrix: np.ndarray, size: int, margin: float, width: int, heig
     return max(0, x0), max(0, y0), min(width, x1), min(height, y1)
 
 
-# -- backends: the three networks behind one small interface each ----------------------
-#
-# restorer(crop_bgr, noise) -> restored 512x512 BGR uint8
-# parser.labels(face_bgr) -> HxW ParseNet class indices for a square BGR face
-# detector net .detect_faces(image_bgr, threshold) -> rows as facexlib's RetinaFace returns
+class Backend(Protocol):
+    """Where the networks come from: the exported models on a runtime (networks.OnnxBackend),
+    or the upstream torch modules (the build's reference backend)."""
 
+    name: str
+    standin: bool
 
-class _TorchBackend:
-    """The upstream torch modules, run directly (imports torch)."""
-
-    name = "torch"
-
-    def __init__(self, weights_dir: Path, threads: int):
-        import torch
-
-        from . import models
-
-        if threads:
-            torch.set_num_threads(threads)
-        self.torch, self.models, self.weights_dir = torch, models, weights_dir
-        self.threads = torch.get_num_threads()
-
-    def restorer(self, weight_name: str):
-        torch, models = self.torch, self.models
-        from .onnx_runtime import to_image, to_input
-
-        net = models.load_gfpgan(self.weights_dir / weight_name)
-        lock = threading.Lock()  # forward_with_noise wraps the decoder for the call
-
-        def run(crop: np.ndarray, noise) -> np.ndarray:
-            with lock, torch.inference_mode():
-                return to_image(models.forward_with_noise(net, torch.from_numpy(to_input(crop)), noise).numpy())
-
-        return run
-
-    def parser(self):
-        torch = self.torch
-        from .onnx_runtime import to_input
-
-        net = self.models.load_parser(self.weights_dir / PARSER_FILE)
-
-        class Parser:
-            @staticmethod
-            def labels(face: np.ndarray) -> np.ndarray:
-                with torch.inference_mode():
-                    return net(torch.from_numpy(to_input(face)))[0].argmax(dim=1)[0].numpy()
-
-        return Parser()
-
-    def detector(self):
-        torch = self.torch
-        net = self.models.load_detector(self.weights_dir / DETECTOR_FILE)
-
-        class Detector:
-            @staticmethod
-            def detect_faces(image: np.ndarray, threshold: float) -> np.ndarray:
-                with torch.inference_mode():
-                    return net.detect_faces(image, threshold)
-
-        return Detector()
-
-
-class _OnnxBackend:
-    """ONNX exports cached next to the weights, each network run by ONNX Runtime or
-    OpenVINO as onnx_runtime.BACKEND_RUNTIMES says; no torch in this process."""
-
-    def __init__(self, weights_dir: Path, threads: int, cache_dir: Path | None, name: str = "openvino"):
-        from . import onnx_runtime
-
-        self.name = name
-        self.runtimes = onnx_runtime.BACKEND_RUNTIMES[name]
-        self.ort, self.weights_dir, self.threads = onnx_runtime, weights_dir, threads
-        self.cache_dir = self._usable_cache(Path(cache_dir) if cache_dir else onnx_runtime.default_cache_dir(weights_dir))
-
-    @staticmethod
-    def _usable_cache(preferred: Path) -> Path:
-        try:
-            preferred.mkdir(parents=True, exist_ok=True)
-            if os.access(preferred, os.W_OK):
-                return preferred
-        except OSError:
-            pass
-        # A read-only weights directory whose exports were not baked in: export once per
-        # process into a temporary directory (the Docker build should run the export).
-        fallback = Path(tempfile.gettempdir()) / "face-restore-onnx"
-        log.warning("ONNX cache %s is not writable; using %s", preferred, fallback)
-        return fallback
-
-    def _path(self, weight_name: str) -> Path:
-        path = self.ort.cached_path(self.weights_dir, self.cache_dir, weight_name)
-        if not path.is_file():
-            self.ort.ensure_exported(self.weights_dir, self.cache_dir, [weight_name])
-        return path
-
-    def prepare(self, weight_names: Sequence[str]) -> None:
-        """Export everything missing in one child process (one torch start, not three)."""
-        self.ort.ensure_exported(self.weights_dir, self.cache_dir, list(weight_names))
-
-    def restorer(self, weight_name: str):
-        return self.ort.OnnxRestorer(self._path(weight_name), self.threads, self.runtimes["gfpgan"])
-
-    def parser(self):
-        return self.ort.OnnxParser(self._path(PARSER_FILE), self.threads, self.runtimes["parser"])
-
-    def detector(self):
-        return self.ort.OnnxRetinaFace(self._path(DETECTOR_FILE), self.threads, self.runtimes["detector"])
-
-
-def _glibc_trim():
-    try:
-        import ctypes
-
-        trim = ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc: nothing to do
-        return lambda: None
-    return lambda: trim(0)
-
-
-# Give freed heap pages back to the system. Loading the networks and each job's
-# temporaries leave hundreds of MB free but resident in glibc's heap otherwise.
-_release_heap = _glibc_trim()
-
-
-def gfpgan_noise(seed: int) -> list[np.ndarray]:
-    """GFPGAN's decoder noise for one face: 15 standard-normal maps from numpy's PCG64
-    seeded with ``seed`` (the same function models.gfpgan_noise, without importing torch)."""
-    rng = np.random.default_rng(seed)
-    shapes = [(1, 1, 4, 4)] + [(1, 1, 2**res, 2**res) for res in range(3, 10) for _ in range(2)]
-    return [rng.standard_normal(shape, dtype=np.float32) for shape in shapes]
+    def versions(self) -> list[str]: ...
+    def has_background(self) -> bool: ...
+    def restorer(self, version: str) -> Callable[[np.ndarray, Sequence[np.ndarray]], np.ndarray]: ...
+    def parser(self): ...
+    def detector(self): ...
+    def background(self) -> Callable[[np.ndarray], np.ndarray]: ...
 
 
 class Engine:
@@ -315,79 +114,67 @@ class Engine:
 
     def __init__(
         self,
-        weights_dir: Path,
+        backend: Backend,
         *,
-        threads: int = 0,
         detect_max_side: int = 840,
         models: Sequence[str] = ("1.4",),
         allow_standin: bool = False,
-        backend: str = "openvino",
-        onnx_cache_dir: Path | None = None,
+        threads: int = 0,
     ):
-        self.weights_dir = Path(weights_dir)
-        self.standin = is_standin_dir(self.weights_dir)
+        self.backend = backend
+        self.standin = backend.standin
         if self.standin and not allow_standin:
-            raise WeightsError(
-                f"{self.weights_dir} holds stand-in weights (random parameters, meaningless output); "
+            raise ModelsError(
+                "the models are stand-ins (random parameters, meaningless output); "
                 "set STANDIN_WEIGHTS=true to run with them knowingly"
             )
-        if backend not in BACKENDS:
-            raise ValueError(f"unknown engine backend {backend!r}; expected one of {', '.join(BACKENDS)}")
-        require_weights(self.weights_dir, models)
-        if backend != "torch":
-            self.backend = _OnnxBackend(self.weights_dir, threads, onnx_cache_dir, backend)
-            self.backend.prepare([DETECTOR_FILE, PARSER_FILE, *(GFPGAN_FILES[m] for m in models)])
-        else:
-            self.backend = _TorchBackend(self.weights_dir, threads)
         cv2.setNumThreads(threads or os.cpu_count() or 1)
         self._restorers: dict[str, Callable] = {}
-        self._background = None
+        self._background: TiledUpsampler | None = None
         self._load_lock = threading.Lock()
         for model in models:
             self._restorer(model)
-        self.parser = self.backend.parser()
-        self.retinaface = RetinaFaceDetector(self.backend.detector(), detect_max_side)
+        self.parser = backend.parser()
+        self.retinaface = RetinaFaceDetector(backend.detector(), detect_max_side)
         self.detector: Detector = HaarStandInDetector(detect_max_side) if self.standin else self.retinaface
-        _release_heap()
+        release_heap()
+
+    @classmethod
+    def open(cls, models_dir: Path, *, runtime: str = "openvino", threads: int = 0, **options) -> "Engine":
+        """The engine on the exported models in ``models_dir``."""
+        return cls(OnnxBackend(ModelStore(models_dir), threads, runtime), threads=threads, **options)
 
     @classmethod
     def from_settings(cls, settings) -> "Engine":
-        return cls(
-            settings.weights_dir,
-            threads=settings.torch_threads,
+        return cls.open(
+            settings.models_dir,
+            runtime=settings.engine_backend,
+            threads=settings.engine_threads,
             detect_max_side=settings.detect_max_side,
             allow_standin=settings.standin_weights,
-            backend=settings.engine_backend,
-            onnx_cache_dir=Path(settings.onnx_cache_dir) if settings.onnx_cache_dir else None,
         )
 
-    def background_upsampler(self):
-        """Real-ESRGAN x2, loaded on first use (it brings torch into the process, which the
-        default ONNX runtimes do not need)."""
+    def background_upsampler(self) -> TiledUpsampler:
+        """Real-ESRGAN x2, loaded on first use (most jobs never ask for it)."""
         with self._load_lock:
             if self._background is None:
-                from .background import RealESRGANUpsampler
-
-                statuses = {s.name: s for s in check(self.weights_dir)}
-                status = statuses.get(BACKGROUND_FILE)
-                if status is None or not status.ok:
-                    raise WeightsError(f"{BACKGROUND_FILE} is not installed (`weights fetch --all`)")
-                self._background = RealESRGANUpsampler(self.weights_dir / BACKGROUND_FILE)
+                if not self.backend.has_background():
+                    raise ModelsError("the Real-ESRGAN background model is not installed")
+                self._background = TiledUpsampler(self.backend.background())
             return self._background
 
     def has_background_upsampler(self) -> bool:
-        return (self.weights_dir / BACKGROUND_FILE).is_file()
+        return self.backend.has_background()
 
     def available_models(self) -> list[str]:
-        return [m for m, name in GFPGAN_FILES.items() if (self.weights_dir / name).is_file()]
+        return self.backend.versions()
 
     def _restorer(self, model: str) -> Callable:
         with self._load_lock:
             if model not in self._restorers:
-                if model not in GFPGAN_FILES:
+                if model not in GFPGAN_ROLES:
                     raise ValueError(f"unknown model {model!r}")
-                require_weights(self.weights_dir, (model,))
-                self._restorers[model] = self.backend.restorer(GFPGAN_FILES[model])
+                self._restorers[model] = self.backend.restorer(model)
             return self._restorers[model]
 
     # -- the pipeline -------------------------------------------------------------
@@ -395,7 +182,7 @@ class Engine:
     def detect(self, image: np.ndarray, options: RestoreOptions) -> list[Face]:
         faces = self.detector.detect(image)
         if options.only_center_face and faces:
-            faces = [_center_face(faces, image.shape[1], image.shape[0])]
+            faces = [center_face(faces, image.shape[1], image.shape[0])]
         return faces[: options.max_faces]
 
     def restore(
@@ -439,7 +226,7 @@ class Engine:
         output = self._paste(image, restored, matrices, options, timings)
         for item in restored:
             item.after = self._apply_strength(item.before, item.after, options.strength)
-        _release_heap()
+        release_heap()
         return RestoreResult(output, restored, timings)
 
     def _restore_aligned(self, image, restorer, options, progress, timings) -> RestoreResult:

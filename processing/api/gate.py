@@ -11,7 +11,7 @@ over its limit cannot make the service spool another 20 MB. It answers
 - 503 with ``Retry-After`` when the tables it needs cannot be reached;
 
 and otherwise records the caller in the request state for the endpoints (job owners).
-``owner_check`` is the matching dependency: a job or batch that has an owner is found
+``deps.owner_check`` is the matching dependency: a job or batch that has an owner is found
 only by that owner (404 to anyone else, so its existence does not leak).
 """
 
@@ -21,23 +21,19 @@ import functools
 import logging
 
 from azure.core.exceptions import AzureError
-from fastapi import Request
 from starlette.concurrency import run_in_threadpool
-from starlette.responses import JSONResponse
 
-from .auth import ANONYMOUS, ApiKeys, AuthError, Caller, identify
-from .config import Settings
-from .ratelimit import Bucket, Decision, LocalRateLimiter, RateLimiter, buckets
-from .storage import Storage
+from ..access.callers import AuthError, Caller, identify
+from ..access.keys import ApiKeys
+from ..access.ratelimit import Bucket, Decision, LocalRateLimiter, RateLimiter, buckets
+from ..config import Settings
+from ..storage import Storage
+from .errors import error_response
 
 log = logging.getLogger(__name__)
 
 _WRITE_METHODS = {"POST", "PUT", "PATCH"}
 _READ_PREFIXES = ("/api/jobs", "/api/batches")
-
-
-def _json_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
 
 
 class AccessGate:
@@ -78,17 +74,17 @@ class AccessGate:
         try:
             caller, decision = await run_in_threadpool(self.admit, headers, peer, bucket)
         except AuthError as error:
-            response = _json_error(401, error.code, str(error),
+            response = error_response(401, error.code, str(error),
                                    {"WWW-Authenticate": 'ApiKey realm="face-restoration", header="X-API-Key"'})
             return await response(scope, receive, send)
         except AzureError as error:
             log.warning("access check could not reach storage: %s", error.__class__.__name__)
-            response = _json_error(503, "storage_unavailable", "storage is temporarily unavailable; try again shortly",
+            response = error_response(503, "storage_unavailable", "storage is temporarily unavailable; try again shortly",
                                    {"Retry-After": "5"})
             return await response(scope, receive, send)
         if not decision.allowed:
             what = "submissions" if bucket is self.submit_bucket else "requests"
-            response = _json_error(
+            response = error_response(
                 429, "rate_limited",
                 f"too many {what}; the limit is {bucket.per_minute:g} a minute (bursts of {bucket.burst}). "
                 f"Try again in {decision.retry_after} s",
@@ -100,47 +96,3 @@ class AccessGate:
         if bucket is self.submit_bucket:
             state["charge"] = functools.partial(self.limiter.charge, caller.rate_key, bucket)
         await self.app(scope, receive, send)
-
-
-def current_caller(request: Request) -> Caller:
-    return getattr(request.state, "caller", ANONYMOUS)
-
-
-def charge_extra(request: Request, cost: int) -> None:
-    """Bill further units of accepted work to the caller's submission bucket (each image
-    of a batch after the first), into debt if need be: a 50-image batch costs 50 tokens,
-    not one. Billing trouble never fails work that was already accepted."""
-    charge = getattr(request.state, "charge", None)
-    if charge is None or cost <= 0:
-        return
-    try:
-        charge(cost)
-    except AzureError as error:
-        log.warning("could not bill %d extra submissions: %s", cost, error.__class__.__name__)
-
-
-def owner_check(request: Request) -> None:
-    """A global dependency: any route with a ``job_id`` or ``batch_id`` in its path is
-    answered only for the owner of an owned job or batch. Unknown ids fall through to
-    the endpoint, which answers 404 itself."""
-    service = request.app.state.service
-    caller = current_caller(request)
-    params = request.path_params
-    if "job_id" in params:
-        from .jobs import JobNotFound
-
-        try:
-            owner = service.jobs.get(params["job_id"]).owner
-        except JobNotFound:
-            return
-        if not caller.may_read(owner):
-            raise JobNotFound(params["job_id"])
-    if "batch_id" in params:
-        from .batches import BatchNotFound
-
-        try:
-            owner = service.batches.get(params["batch_id"]).owner
-        except BatchNotFound:
-            return
-        if not caller.may_read(owner):
-            raise BatchNotFound(params["batch_id"])

@@ -11,12 +11,15 @@ from datetime import timedelta
 
 from azure.core.exceptions import ResourceNotFoundError
 
-from . import images, weights
+from ..config import Settings
+from ..engine.store import BACKGROUND, ModelStore
+from ..images import codec
+from ..images.preprocess import check_crop
+from ..storage import Storage
 from .batches import ZIP_MAGIC, Batch, BatchRepository, feed, results_zip, unpack_zip
-from .config import Settings
-from .jobs import Job, JobNotFound, JobRepository, SUCCEEDED, new_job_id, utcnow
+from .blobs import before_blob_name, face_blob_name, input_blob_name, job_prefix
 from .options import JobOptions
-from .storage import Storage
+from .records import Job, JobNotFound, JobRepository, SUCCEEDED, new_job_id, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -53,22 +56,6 @@ def safe_stem(filename: str) -> str:
     return stem or "photo"
 
 
-def input_blob_name(job_id: str) -> str:
-    return f"{job_id}/input.png"
-
-
-def result_blob_name(job_id: str, fmt: str) -> str:
-    return f"{job_id}/restored.{images.extension(fmt)}"
-
-
-def before_blob_name(job_id: str) -> str:
-    return f"{job_id}/before.png"
-
-
-def face_blob_name(job_id: str, index: int, which: str) -> str:
-    return f"{job_id}/faces/{index}-{which}.png"
-
-
 class JobService:
     def __init__(self, settings: Settings, storage: Storage):
         self.settings = settings
@@ -76,6 +63,7 @@ class JobService:
         table = storage.tables.get_table_client(settings.jobs_table)
         self.jobs = JobRepository(table)
         self.batches = BatchRepository(table)
+        self.models = ModelStore(settings.models_dir)
 
     # -- submit -------------------------------------------------------------------
 
@@ -89,21 +77,21 @@ class JobService:
         batch_index: int = 0, enqueue: bool = True,
     ) -> Job:
         """Validate, store and (unless ``enqueue`` is False: a batch's waiting job) enqueue
-        one image. Raises images.ImageRejected, ServiceBusy."""
+        one image. Raises codec.ImageRejected, ServiceBusy."""
         if len(data) > self.settings.max_upload_bytes:
-            raise images.ImageRejected(
+            raise codec.ImageRejected(
                 "file_too_large",
                 f"the file is {len(data) / 1e6:.1f} MB; the limit is {self.settings.max_upload_bytes / 1e6:.0f} MB",
                 status=413,
             )
-        if options.background == "realesrgan" and not (self.settings.weights_dir / weights.BACKGROUND_FILE).is_file():
-            raise images.ImageRejected(
+        if options.background == "realesrgan" and not self.models.has(BACKGROUND):
+            raise codec.ImageRejected(
                 "option_unavailable", "background=realesrgan needs the Real-ESRGAN weights, which are not installed"
             )
         if enqueue:
             self.check_capacity()
-        decoded = images.decode(data, self.settings.max_pixels, auto_orient=options.auto_orient)
-        images.check_crop(options.crop_box(), decoded.width, decoded.height)
+        decoded = codec.decode(data, self.settings.max_pixels, auto_orient=options.auto_orient)
+        check_crop(options.crop_box(), decoded.width, decoded.height)
         job = Job(
             id=new_job_id(),
             options=options.model_dump(),
@@ -119,7 +107,7 @@ class JobService:
         job.input_blob = input_blob_name(job.id)
         job.expires_at = job.created_at + timedelta(hours=self.settings.retention_hours)
         # Stored re-encoded: orientation applied, metadata (EXIF, GPS) gone, format known.
-        self.storage.put_blob(self.settings.uploads_container, job.input_blob, images.encode(decoded.pixels), "image/png")
+        self.storage.put_blob(self.settings.uploads_container, job.input_blob, codec.encode(decoded.pixels), "image/png")
         self.jobs.create(job)
         if enqueue:
             try:
@@ -146,7 +134,7 @@ class JobService:
             else:
                 expanded.append((name, data))
         if len(expanded) > self.settings.max_batch_files:
-            raise images.ImageRejected(
+            raise codec.ImageRejected(
                 "too_many_files", f"{len(expanded)} images; at most {self.settings.max_batch_files} per batch", 413
             )
         batch = Batch(id=new_job_id(), options=options.model_dump(), owner=owner)
@@ -155,13 +143,13 @@ class JobService:
             try:
                 job = self.submit(data, name, options, owner=owner, batch_id=batch.id,
                                   batch_index=len(batch.job_ids), enqueue=False)
-            except images.ImageRejected as error:
+            except codec.ImageRejected as error:
                 rejected.append({"filename": safe_stem(name), "code": error.code, "message": str(error)})
                 continue
             batch.job_ids.append(job.id)
         batch.rejected = rejected
         if not batch.job_ids:
-            raise images.ImageRejected("no_images", "none of the files is an image we accept: "
+            raise codec.ImageRejected("no_images", "none of the files is an image we accept: "
                                        + "; ".join(f"{r['filename']}: {r['message']}" for r in rejected))
         self.batches.create(batch)
         feed(self.jobs, self.storage.enqueue_job, batch.id, self.settings.batch_window)
@@ -250,8 +238,8 @@ class JobService:
 
     def _remove(self, job_id: str) -> None:
         self.jobs.delete(job_id)
-        self.storage.delete_prefix(self.settings.uploads_container, f"{job_id}/")
-        self.storage.delete_prefix(self.settings.results_container, f"{job_id}/")
+        self.storage.delete_prefix(self.settings.uploads_container, job_prefix(job_id))
+        self.storage.delete_prefix(self.settings.results_container, job_prefix(job_id))
 
     def purge_expired(self) -> int:
         """Delete every job past its retention time, with its blobs. The timer runs this;

@@ -1,4 +1,4 @@
-"""Import-time fixes the third-party model code needs on current torchvision.
+"""Import-time fixes the upstream model code needs on current torchvision.
 
 basicsr 1.4.2 (imported by gfpgan) still imports
 ``torchvision.transforms.functional_tensor``, which torchvision removed after

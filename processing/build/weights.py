@@ -1,16 +1,16 @@
-"""Model weight files: what they are, where they come from, and whether they are intact.
+"""Checkpoints (.pth): what they are, where they come from, and whether they are intact.
 
 The service never downloads weights implicitly (gfpgan and facexlib would, into the
-working directory). They arrive only through ``python -m processing weights fetch``
-or the Docker build, and every load is preceded by a check against the published
-SHA-256. Machines without access to the release pages can build *stand-in* weights:
-the real architectures with seeded random parameters, so every code path and every
-FLOP is real while the pixels are meaningless.
+working directory), and never reads a checkpoint at run time: checkpoints arrive only
+through ``python -m processing.build fetch`` (or the Docker build), are checked against
+their published SHA-256, and are exported to the model store the service runs
+(export.py). Machines without access to the release pages can build *stand-in*
+checkpoints (standin.py): the real architectures with seeded random parameters, so every
+code path and every FLOP is real while the pixels are meaningless.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -19,6 +19,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
+
+from ..engine.store import BACKGROUND, DETECTOR, GFPGAN_ROLES, PARSER, sha256_of
 
 STANDIN_MANIFEST = "STANDIN-WEIGHTS.json"
 _VERIFIED_STAMP = ".verified.json"
@@ -77,6 +79,13 @@ GFPGAN_FILES = {"1.3": "GFPGANv1.3.pth", "1.4": "GFPGANv1.4.pth"}
 DETECTOR_FILE = "detection_Resnet50_Final.pth"
 PARSER_FILE = "parsing_parsenet.pth"
 BACKGROUND_FILE = "RealESRGAN_x2plus.pth"
+# Which network of the model store (engine/store.py) each checkpoint becomes.
+ROLES = {
+    **{name: GFPGAN_ROLES[version] for version, name in GFPGAN_FILES.items()},
+    DETECTOR_FILE: DETECTOR,
+    PARSER_FILE: PARSER,
+    BACKGROUND_FILE: BACKGROUND,
+}
 
 
 class WeightsError(RuntimeError):
@@ -88,14 +97,6 @@ class WeightStatus:
     name: str
     ok: bool
     problem: str = ""
-
-
-def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def is_standin_dir(weights_dir: Path) -> bool:
@@ -158,8 +159,8 @@ def require_weights(weights_dir: Path, models: Iterable[str] = ("1.4",)) -> None
     if problems:
         raise WeightsError(
             f"model weights in {weights_dir} are not usable ({'; '.join(problems)}). "
-            "Run `python -m processing weights fetch` (or `weights standin` for a machine "
-            "without internet, which produces meaningless pixels)."
+            "Run `python -m processing.build fetch` (or `python -m processing.build standin` on a "
+            "machine without internet, which produces meaningless pixels)."
         )
 
 
@@ -202,36 +203,3 @@ def fetch(
             log(f"ok      {weight.name} ({weight.size} bytes, sha256 verified)")
         finally:
             tmp.unlink(missing_ok=True)
-
-
-def build_standin(weights_dir: Path, seed: int = 0, log: Callable[[str], None] = print) -> None:
-    """Write stand-in checkpoints: the real GFPGANv1Clean, RetinaFace-ResNet50 and ParseNet
-    classes with seeded random parameters, saved exactly as the official files are laid out."""
-    import torch
-
-    from . import models
-    from .background import new_realesrgan_x2
-
-    weights_dir.mkdir(parents=True, exist_ok=True)
-    builders = {
-        GFPGAN_FILES["1.4"]: lambda: {"params_ema": models.new_gfpgan().state_dict()},
-        GFPGAN_FILES["1.3"]: lambda: {"params_ema": models.new_gfpgan().state_dict()},
-        DETECTOR_FILE: lambda: models.new_detector().state_dict(),
-        PARSER_FILE: lambda: models.new_parser().state_dict(),
-        BACKGROUND_FILE: lambda: {"params_ema": new_realesrgan_x2().state_dict()},
-    }
-    files = {}
-    for offset, (name, build) in enumerate(builders.items()):
-        torch.manual_seed(seed + offset)
-        target = weights_dir / name
-        tmp = weights_dir / f".{name}.tmp"
-        torch.save(build(), tmp)
-        os.replace(tmp, target)
-        files[name] = {"size": target.stat().st_size, "sha256": sha256_of(target)}
-        log(f"stand-in {name} (seed {seed + offset})")
-    manifest = {
-        "warning": "STAND-IN WEIGHTS: random parameters, meaningless output. Not for real use.",
-        "seed": seed,
-        "files": files,
-    }
-    (weights_dir / STANDIN_MANIFEST).write_text(json.dumps(manifest, indent=2))

@@ -1,0 +1,193 @@
+"""What the API accepts and answers: one pydantic model per request form and response (they
+are the reference at /docs), and the mappers from job and batch records to responses."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from datetime import datetime
+from typing import Any, Literal
+
+from fastapi import UploadFile
+from pydantic import BaseModel, Field
+
+from ..jobs.batches import Batch, summary
+from ..jobs.options import JobOptions
+from ..jobs.records import Job
+
+
+class JobSubmission(JobOptions):
+    """multipart/form-data: the image plus any options (all optional)."""
+
+    file: UploadFile = Field(description="The photo: JPEG, PNG or WebP")
+
+    def options(self) -> JobOptions:
+        return JobOptions(**self.model_dump(exclude={"file"}))
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    fields: list[dict[str, Any]] | None = None
+    status: str | None = Field(None, description="The job's status, on 409")
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+class JobLinks(BaseModel):
+    self: str
+    input: str
+    before: str = Field(description="The pixels that were restored: the input after preprocessing")
+    result: str | None = None
+    batch: str | None = None
+
+
+class FaceView(BaseModel):
+    index: int
+    box: list[float] = Field(description="x0, y0, x1, y1 in input pixels")
+    score: float
+    before: str | None = None
+    after: str | None = None
+
+
+class ImageInfo(BaseModel):
+    width: int
+    height: int
+    format: str
+
+
+class JobView(BaseModel):
+    id: str
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
+    stage: str
+    progress: float = Field(ge=0, le=1)
+    queue_position: int | None = Field(None, description="1 = next to run; only while queued")
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    expires_at: datetime | None = None
+    filename: str
+    options: dict[str, Any]
+    input: ImageInfo
+    result: ImageInfo | None = None
+    face_count: int | None = None
+    faces: list[FaceView] = []
+    attempts: int = 0
+    error: ErrorBody | None = None
+    timings: dict[str, float] = {}
+    preprocessing: list[str] = Field([], description="Preprocessing steps applied, in order")
+    batch_id: str | None = None
+    standin_weights: bool = False
+    links: JobLinks
+
+
+class BatchSubmission(JobOptions):
+    """multipart/form-data: several images (or one zip of them) plus options for all."""
+
+    files: list[UploadFile] = Field(description="JPEG, PNG or WebP images, or a zip of them")
+
+    def options(self) -> JobOptions:
+        return JobOptions(**self.model_dump(exclude={"files"}))
+
+
+class BatchJob(BaseModel):
+    id: str
+    filename: str
+    status: str
+    stage: str
+    progress: float
+    error: ErrorBody | None = None
+    links: JobLinks
+
+
+class BatchView(BaseModel):
+    id: str
+    total: int
+    counts: dict[str, int]
+    progress: float
+    done: bool
+    created_at: datetime
+    expires_at: datetime | None = None
+    jobs: list[BatchJob]
+    rejected: list[dict[str, str]] = Field([], description="Files that were not accepted, with the reason")
+    links: dict[str, str]
+
+
+class HealthView(BaseModel):
+    status: Literal["ok", "degraded"]
+    storage: bool
+    weights: bool
+    standin_weights: bool
+    queue_depth: int | None = None
+    problems: list[str] = []
+
+
+class InfoView(BaseModel):
+    standin_weights: bool
+    models: list[str]
+    max_upload_bytes: int
+    max_pixels: int
+    max_batch_files: int
+    max_batch_bytes: int
+    retention_hours: float
+    options: dict[str, Any]
+
+
+# JobView fields a job record holds under the same name and meaning, copied as they are.
+_SAME_AS_RECORD = [name for name in JobView.model_fields
+                   if name in {f.name for f in fields(Job)} and name not in ("faces", "error", "batch_id")]
+
+
+def job_view(job: Job, position: int | None, standin: bool) -> JobView:
+    base = f"/api/jobs/{job.id}"
+    done = job.status == "succeeded"
+    faces = [
+        FaceView(
+            index=i,
+            box=face["box"],
+            score=face["score"],
+            before=f"{base}/faces/{i}/before" if done else None,
+            after=f"{base}/faces/{i}/after" if done else None,
+        )
+        for i, face in enumerate(job.faces)
+    ]
+    fmt = job.options.get("output_format", "png")
+    return JobView(
+        **{name: getattr(job, name) for name in _SAME_AS_RECORD},
+        queue_position=position,
+        input=ImageInfo(width=job.input_width, height=job.input_height, format=job.input_format),
+        result=ImageInfo(width=job.result_width, height=job.result_height, format=fmt) if done else None,
+        faces=faces,
+        error=job_error(job),
+        batch_id=job.batch_id or None,
+        standin_weights=standin,
+        links=job_links(job),
+    )
+def job_links(job: Job) -> JobLinks:
+    base = f"/api/jobs/{job.id}"
+    return JobLinks(
+        self=base,
+        input=f"{base}/input",
+        before=f"{base}/before",
+        result=f"{base}/result" if job.status == "succeeded" else None,
+        batch=f"/api/batches/{job.batch_id}" if job.batch_id else None,
+    )
+
+
+def job_error(job: Job) -> ErrorBody | None:
+    return ErrorBody(code=job.error_code or "failed", message=job.error) if job.status == "failed" else None
+
+
+def batch_view(batch: Batch, members: list[Job]) -> BatchView:
+    base = f"/api/batches/{batch.id}"
+    jobs = [
+        BatchJob(id=j.id, filename=j.filename, status=j.status, stage=j.stage, progress=j.progress,
+                 error=job_error(j), links=job_links(j))
+        for j in members
+    ]
+    return BatchView(id=batch.id, created_at=batch.created_at, expires_at=batch.expires_at, jobs=jobs,
+                     rejected=batch.rejected, links={"self": base, "zip": f"{base}/results.zip"},
+                     **summary(batch, members))
+
+

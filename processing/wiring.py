@@ -1,0 +1,54 @@
+"""The process-wide objects the entry points share (function_app.py, ``python -m
+processing``): one storage client set, one job service, one job handler (and through it
+one engine) per process, and the periodic housekeeping."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from .config import get_settings
+from .storage import Storage
+
+
+@lru_cache(maxsize=1)
+def storage() -> Storage:
+    return Storage(get_settings())
+
+
+@lru_cache(maxsize=1)
+def job_handler():
+    from .engine.pipeline import Engine
+    from .worker import JobHandler
+
+    settings = get_settings()
+    return JobHandler(settings, storage(), lambda: Engine.from_settings(settings))
+
+
+@lru_cache(maxsize=1)
+def job_service():
+    from .jobs.service import JobService
+
+    return JobService(get_settings(), storage())
+
+
+def http_app():
+    from .api.app import create_app
+
+    return create_app(get_settings(), storage())
+
+
+def mark_poisoned(body: bytes | str) -> str | None:
+    from .worker import mark_poisoned
+
+    return mark_poisoned(get_settings(), storage(), body)
+
+
+def housekeeping() -> None:
+    """The timer's round: purge expired jobs, re-enqueue jobs whose message was lost, top
+    up stalled batches, drop idle rate-limit rows."""
+    from .access.ratelimit import purge_idle_buckets
+
+    service = job_service()
+    service.purge_expired()
+    service.requeue_stale()
+    purge_idle_buckets(service.settings, service.storage)
