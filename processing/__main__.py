@@ -26,6 +26,9 @@ def cmd_models(args) -> int:
               "`python -m processing.build export`", file=sys.stderr)
         return 1
     kind = "stand-in" if store.standin else "official"
+    if args.official and store.standin:
+        print(f"{store.directory}: these are stand-in models (random parameters)", file=sys.stderr)
+        return 1
     print(f"{store.directory}: {kind} models verified (sha256): {', '.join(sorted(store.networks))}")
     return 0
 
@@ -103,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     models = commands.add_parser("models", help="verify the exported models the service runs (SHA-256 of every file)")
     models.add_argument("action", choices=["verify"])
     models.add_argument("--dir", help="models directory (default: MODELS_DIR, or WEIGHTS_DIR/onnx)")
+    models.add_argument("--official", action="store_true", help="also fail when the models are stand-ins")
     models.set_defaults(run=cmd_models)
 
     keys = commands.add_parser("keys", help="API keys: create NAME | revoke ID | list (stored hashed)")

@@ -33,15 +33,41 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for_port(port: int, timeout: float = 20.0) -> None:
+def wait_for_port(port: int, timeout: float = 20.0, process: subprocess.Popen | None = None, log: Path | None = None) -> None:
+    """Until something listens on ``port``; fails at once if ``process`` (the one that should
+    listen) has exited, with the end of its ``log``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            tail = log.read_text(errors="replace")[-3000:] if log and log.is_file() else ""
+            raise RuntimeError(f"the process meant to listen on {port} exited ({process.returncode}):\n{tail}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 return
         except OSError:
             time.sleep(0.1)
     raise TimeoutError(f"nothing listening on 127.0.0.1:{port}")
+
+
+def stop_processes(processes, grace: float = 15.0) -> None:
+    """SIGTERM to each process's own group (each was started in a new session), then SIGKILL to
+    any group still there after ``grace`` seconds: nothing a test started outlives it."""
+    running = [p for p in processes if p is not None]
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
+        for process in running:
+            try:
+                os.killpg(process.pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + wait
+        for process in running:
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        running = [p for p in running if p.poll() is None]
+        if not running:
+            return
 
 
 @dataclass
@@ -63,10 +89,10 @@ class Azurite:
             [str(binary), "--silent", "--skipApiVersionCheck", "--loose", "--location", str(self.location),
              "--blobHost", "127.0.0.1", "--queueHost", "127.0.0.1", "--tableHost", "127.0.0.1",
              "--blobPort", str(blob), "--queuePort", str(queue), "--tablePort", str(table)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )
         for port in self.ports:
-            wait_for_port(port)
+            wait_for_port(port, process=self.process)
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
@@ -77,8 +103,8 @@ class Azurite:
             try:
                 self.process.wait(2)
             except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+                pass
+        stop_processes([self.process], grace=0)  # and anything it started, in its group
 
 
 @pytest.fixture(scope="session")
@@ -224,11 +250,14 @@ class LiveStack:
     """The service as the run command starts it: `python -m processing serve` and
     `python -m processing worker` as real processes against the test Azurite."""
 
-    def __init__(self, settings: Settings, log_dir: Path, **extra_env: str):
+    def __init__(self, settings: Settings, log_dir: Path, *, python: str = sys.executable, wrapper: tuple[str, ...] = (),
+                 **extra_env: str):
         self.settings = settings
         self.port = free_port()
         self.env = env_for(settings, **extra_env)
         self.log_dir = log_dir
+        self.python = python  # another venv's interpreter: tests/integration/test_runtime_alone.py
+        self.wrapper = wrapper  # a command the processes run under (e.g. setpriv dropping capabilities)
         self.api: subprocess.Popen | None = None
         self.workers: list[subprocess.Popen] = []
 
@@ -237,13 +266,13 @@ class LiveStack:
         return f"http://127.0.0.1:{self.port}"
 
     def _spawn(self, name: str, *args: str) -> subprocess.Popen:
-        log = open(self.log_dir / f"{name}.log", "ab")
-        return subprocess.Popen([sys.executable, "-m", "processing", *args], cwd=ROOT, env=self.env,
-                                stdout=log, stderr=subprocess.STDOUT)
+        with open(self.log_dir / f"{name}.log", "ab") as log:
+            return subprocess.Popen([*self.wrapper, self.python, "-m", "processing", *args], cwd=ROOT, env=self.env,
+                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def start_api(self) -> None:
         self.api = self._spawn("api", "serve", "--port", str(self.port))
-        wait_for_port(self.port, timeout=60)
+        wait_for_port(self.port, timeout=60, process=self.api, log=self.log_dir / "api.log")
 
     def start_worker(self) -> subprocess.Popen:
         worker = self._spawn(f"worker{len(self.workers)}", "worker")
@@ -254,15 +283,7 @@ class LiveStack:
         return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}" for p in sorted(self.log_dir.glob("*.log")))
 
     def stop(self) -> None:
-        for process in [self.api, *self.workers]:
-            if process is not None and process.poll() is None:
-                process.terminate()
-        for process in [self.api, *self.workers]:
-            if process is not None:
-                try:
-                    process.wait(15)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+        stop_processes([self.api, *self.workers])
 
 
 @pytest.fixture

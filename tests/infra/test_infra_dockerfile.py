@@ -1,15 +1,21 @@
-"""The Dockerfile and .dockerignore, read as text (Docker cannot run here).
+"""The Dockerfile and .dockerignore, read as text (Docker cannot run here), checked against
+the requirement split.
 
-What must hold: the Functions Python 3.11 base image; CPU-only torch at exactly the versions
-requirements.txt pins, installed before the requirements; no dev/test requirements; the
-official weights fetched and verified at build time; the app where the Functions host looks
-for it; a non-root user; a build context without environments, tests or stray weights.
+What must hold: the Functions Python 3.11 base image, pinned by digest; the final stage
+built on the run-time requirements only (no torch, no upstream model packages, no
+checkpoints), with the exported model store copied read-only from the stage that made and
+verified it; CPU-only torch at exactly the pinned versions in the build stages; the
+checkpoint download cached across code changes; the app where the Functions host looks for
+it; a non-root user; a build context without environments, tests or stray weights.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import re
+import shutil
+import subprocess
+import sys
 from urllib.parse import urlparse
 
 import pytest
@@ -17,6 +23,7 @@ from infra_helpers import REPO
 
 DOCKERFILE = REPO / "Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
+BUILD_ONLY = ("torch", "torchvision", "basicsr", "gfpgan", "facexlib", "onnx")
 
 
 def instructions() -> list[tuple[str, str]]:
@@ -37,17 +44,21 @@ def instructions() -> list[tuple[str, str]]:
     return result
 
 
-def stages() -> list[list[tuple[str, str]]]:
-    out: list[list[tuple[str, str]]] = []
+def stages() -> dict[str, list[tuple[str, str]]]:
+    """Stage name -> its instructions, FROM first."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    current = None
     for keyword, args in instructions():
         if keyword == "FROM":
-            out.append([])
-        out[-1].append((keyword, args))
+            current = args.split(" AS ")[-1].strip() if " AS " in args else args
+            out[current] = []
+        if current is not None:
+            out[current].append((keyword, args))
     return out
 
 
-def runs(stage: list[tuple[str, str]] | None = None) -> str:
-    return "\n".join(args for keyword, args in (stage or instructions()) if keyword == "RUN")
+def runs(stage: list[tuple[str, str]]) -> str:
+    return "\n".join(args for keyword, args in stage if keyword == "RUN")
 
 
 def arg_default(name: str) -> str:
@@ -57,72 +68,118 @@ def arg_default(name: str) -> str:
     raise AssertionError(f"no ARG {name}")
 
 
-def pinned(requirement: str) -> str:
-    for line in (REPO / "requirements.txt").read_text().splitlines():
-        if line.strip().startswith(f"{requirement}=="):
-            return line.split("==", 1)[1].strip()
-    raise AssertionError(f"requirements.txt does not pin {requirement}")
+def requirements(name: str) -> dict[str, str]:
+    """Package (lower case) -> pinned version, from one requirements file."""
+    pins = {}
+    for line in (REPO / name).read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            package, _, version = line.partition("==")
+            assert version, f"{name}: {line} is not pinned"
+            pins[package.strip().lower()] = version.strip()
+    return pins
 
 
-def test_base_image_is_the_functions_python_311_image():
-    first = stages()[0][0]
-    assert first[0] == "FROM"
-    assert first[1].split()[0] == "mcr.microsoft.com/azure-functions/python:4-python3.11"
+def test_the_stages_and_their_parents():
+    parents = {name: stage[0][1].split()[0] for name, stage in stages().items()}
+    assert list(parents) == ["base", "checkpoints", "models", "final"]
+    assert parents["checkpoints"] == "base" and parents["models"] == "checkpoints" and parents["final"] == "base"
 
 
-@pytest.mark.skipif(not (REPO / "requirements.txt").is_file(), reason="requirements.txt not written yet")
-def test_cpu_torch_matches_the_pins_in_requirements():
-    assert arg_default("TORCH_VERSION") == pinned("torch")
-    assert arg_default("TORCHVISION_VERSION") == pinned("torchvision")
+def test_base_image_is_the_functions_python_311_image_pinned_by_digest():
+    assert stages()["base"][0][1].split()[0] == "${BASE_IMAGE}"
+    image, _, digest = arg_default("BASE_IMAGE").partition("@")
+    assert image == "mcr.microsoft.com/azure-functions/python:4-python3.11"
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", digest), "the base image is pinned by digest"
 
 
-def test_cpu_torch_is_installed_before_the_requirements():
-    text = runs()
+def test_the_run_time_requirements_hold_no_build_tool():
+    runtime = requirements("requirements.txt")
+    for package in BUILD_ONLY + ("opencv-python",):
+        assert package not in runtime, f"requirements.txt must not pin {package}"
+    assert "opencv-python-headless" in runtime, "headless OpenCV: no libGL in the image"
+    build = {**requirements("requirements-build.txt"), **requirements("requirements-upstream.txt")}
+    assert set(BUILD_ONLY) <= set(build)
+    assert not set(build) & set(runtime), "a package belongs to one set"
+
+
+def test_base_and_final_stages_install_the_run_time_set_only():
+    base, final = stages()["base"], stages()["final"]
+    copied = [args for keyword, args in base if keyword == "COPY"]
+    assert copied == ["requirements.txt /tmp/requirements.txt"]
+    assert "pip install -r /tmp/requirements.txt" in runs(base)
+    assert "pip install" not in runs(final), "the final stage adds no package to the run-time set"
+    for keyword, args in base + final:
+        for name in ("requirements-build", "requirements-upstream", "requirements-dev", "libgl"):
+            assert name not in args.lower(), f"{keyword} {args}"
+
+
+def test_cpu_torch_is_installed_in_the_build_stage_at_the_pins():
+    build = requirements("requirements-build.txt")
+    assert arg_default("TORCH_VERSION") == build["torch"]
+    assert arg_default("TORCHVISION_VERSION") == build["torchvision"]
+    text = runs(stages()["checkpoints"])
     index = re.search(r"--index-url\s+(\S+)\s+\"?torch==\$\{TORCH_VERSION\}\"?\s+\"?torchvision==\$\{TORCHVISION_VERSION\}", text)
     assert index, "torch/torchvision must be installed from the CPU index at the ARG versions"
     url = urlparse(index.group(1))
     assert url.scheme == "https" and url.path.rstrip("/") == "/whl/cpu", index.group(1)
-    requirements = text.find("pip install -r /tmp/requirements.txt")
-    assert requirements > index.start(), "requirements.txt must come after the CPU torch install"
-    # and the build refuses a CUDA torch or drifting pins
-    assert "torch.version.cuda" in text
-    assert 'grep -qx "torch==${TORCH_VERSION}"' in text
+    assert text.find("pip install -r /tmp/requirements-build.txt") > index.start()
+    assert "pip install --no-deps --no-build-isolation -r /tmp/requirements-upstream.txt" in text
+    assert "torch.version.cuda" in text and 'grep -qx "torch==${TORCH_VERSION}"' in text
 
 
-def test_uses_the_pinned_requirements_and_never_the_dev_ones():
-    copies = [args for keyword, args in instructions() if keyword == "COPY"]
-    assert any(args.split()[0] == "requirements.txt" for args in copies)
-    for keyword, args in instructions():
-        assert "requirements-dev" not in args, f"{keyword} {args}"
+def test_checkpoints_are_fetched_verified_and_exported_at_build_time():
+    checkpoints, models = stages()["checkpoints"], stages()["models"]
+    text = runs(checkpoints)
+    assert "python -m processing.build fetch --all --dir /opt/weights --from /build/weights-from" in text
+    assert "python -m processing.build fetch --all --dir /opt/weights;" in text
+    assert ("ARG", 'WEIGHTS_FROM=""') in checkpoints
+    export = runs(models)
+    assert "python -m processing.build export --dir /opt/weights --models-dir /opt/models" in export
+    assert "test ! -e /opt/weights/STANDIN-WEIGHTS.json" in export, "stand-in weights must be refused"
 
 
-def test_weights_are_fetched_and_verified_at_build_time():
-    weights_stage = next(s for s in stages() if "AS weights" in s[0][1])
-    text = runs(weights_stage)
-    fetch = text.find("python -m processing weights fetch")
-    verify = text.find("python -m processing weights verify")
-    export = text.find("python -m processing.onnx_runtime export")
-    assert 0 <= fetch < verify < export, "the ONNX export is made from verified weights, at build time"
-    assert "--from" in text and "WEIGHTS_FROM" in text, "a build argument must be able to point fetch at a local copy"
-    assert ("ARG", 'WEIGHTS_FROM=""') in weights_stage
-    # the shipped stage verifies again and takes the weights only from the verified stage
-    final = stages()[-1]
-    assert ("COPY", "--from=weights /opt/weights /opt/weights") in final
-    assert "python -m processing weights verify" in runs(final)
-    assert "STANDIN-WEIGHTS.json" in runs(final), "stand-in weights must be refused"
+def test_the_download_layer_depends_on_the_weights_table_only(tmp_path):
+    """The checkpoints stage copies a handful of files before its fetch, not processing/, so a
+    code change elsewhere keeps the 890 MB layer cached; and those files are enough: the fetch
+    and verify commands run from a copy of exactly them."""
+    checkpoints = stages()["checkpoints"]
+    copies = [args.split() for keyword, args in checkpoints if keyword == "COPY"]
+    sources = [path for args in copies for path in args[:-1] if path.startswith("processing")]
+    assert sources and all(path.endswith(".py") for path in sources), sources
+    for path in sources:
+        target = tmp_path / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / path, target)
+    run = subprocess.run([sys.executable, "-m", "processing.build", "verify", "--dir", str(tmp_path / "empty")],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1 and "GFPGANv1.4.pth missing" in run.stdout, run.stderr
+    assert "fetch" in subprocess.run([sys.executable, "-m", "processing.build", "fetch", "--help"], cwd=tmp_path,
+                                     capture_output=True, text=True, timeout=60).stdout
+
+
+def test_final_stage_ships_the_verified_store_and_no_build_package():
+    final = stages()["final"]
+    assert ("COPY", "--from=models /opt/models /opt/models") in final
+    assert not any("/opt/weights" in args for keyword, args in final), "checkpoints stay in the build stages"
+    text = runs(final)
+    assert "python -m processing models verify --official" in text
+    check = re.search(r"for m in \(([^)]*)\) if importlib.util.find_spec\(m\)", text)
+    assert check and {name.strip(" '") for name in check.group(1).split(",")} == set(BUILD_ONLY)
 
 
 def test_final_stage_runs_the_function_app_as_a_non_root_user():
-    final = stages()[-1]
+    final = stages()["final"]
     env = " ".join(args for keyword, args in final if keyword == "ENV")
     assert "AzureWebJobsScriptRoot=/home/site/wwwroot" in env
-    assert "WEIGHTS_DIR=/opt/weights" in env and "STANDIN_WEIGHTS=false" in env
+    assert "MODELS_DIR=/opt/models" in env and "STANDIN_WEIGHTS=false" in env
     copied = " ".join(args for keyword, args in final if keyword == "COPY")
     for path in ("host.json", "function_app.py", "processing/"):
         assert path in copied
     assert "/home/site/wwwroot" in copied
     users = [args for keyword, args in final if keyword == "USER"]
     assert users and users[-1] not in {"root", "0"}
+    assert any(keyword == "HEALTHCHECK" and "/api/health" in args for keyword, args in final)
     # the port the Bicep points ingress / WEBSITES_PORT at
     assert "ASPNETCORE_URLS=http://+:8080" in env
     bicep = (REPO / "infra" / "modules" / "hosting-containerapps.bicep").read_text()
@@ -168,8 +225,8 @@ def test_dockerignore_keeps_out(path: str):
 
 @pytest.mark.parametrize(
     "path",
-    ["requirements.txt", "host.json", "function_app.py", "processing/weights.py", "static_site/index.html",
-     "Dockerfile", "weights-official/GFPGANv1.4.pth"],
+    ["requirements.txt", "requirements-build.txt", "requirements-upstream.txt", "host.json", "function_app.py",
+     "processing/build/weights.py", "static_site/index.html", "Dockerfile", "weights-official/GFPGANv1.4.pth"],
 )
 def test_dockerignore_keeps_in(path: str):
     assert not excluded(path), f".dockerignore drops {path}, which the image needs"
