@@ -1,12 +1,19 @@
 // Face restoration service: everything in Azure, in one resource group.
 //
+//   azd up                                         (azure.yaml, main.parameters.json), or
 //   az deployment group create -g <rg> -f infra/main.bicep -p namePrefix=facefix hosting=containerapps image=<acr>/face-restore:<tag>
 //
 // Deploy once with image='' (the default) to create the registry and everything that does not
-// run code; build the image into the registry (az acr build); deploy again with image set.
-// infra/deploy.sh does exactly that; infra/README.md writes every command out.
+// run code; build the image into the registry (az acr build, or azd's remote build); deploy
+// again with image set. `azd provision` + `azd deploy` do exactly that (azd deploys this same
+// template with SERVICE_APP_IMAGE_NAME, azure.yaml's `module: main`); so does infra/deploy.sh.
+// infra/README.md writes every command out.
 
 targetScope = 'resourceGroup'
+
+@description('azd environment name (AZURE_ENV_NAME); tags every resource azd-env-name when set. Empty outside azd.')
+@maxLength(64)
+param environmentName string = ''
 
 @description('Azure region for every resource.')
 param location string = resourceGroup().location
@@ -23,8 +30,11 @@ param namePrefix string = 'facefix'
 ])
 param hosting string = 'containerapps'
 
-@description('Full image reference, e.g. myacr.azurecr.io/face-restore:20250101-abc123. Empty: deploy everything except the app (first pass, before the image exists).')
+@description('Full image reference, e.g. myacr.azurecr.io/face-restore:20250101-abc123. Empty: keep the image the app runs now (appExists), or deploy everything except the app (first pass, before the image exists).')
 param image string = ''
+
+@description('The container app exists already (azd sets SERVICE_APP_RESOURCE_EXISTS): with image empty, re-provisioning keeps the image it runs instead of leaving the app out or resetting it.')
+param appExists bool = false
 
 @description('vCPU per Container Apps replica (containerapps only).')
 param cpu string = '2.0'
@@ -66,15 +76,34 @@ param registrySku string = 'Basic'
 @description('Enable the static website with a deployment script. Set false where policy forbids the script\'s temporary shared-key storage account, and run the command from infra/README.md instead.')
 param enableStaticWebsiteScript bool = true
 
-@description('Object id of whoever deploys (az ad signed-in-user show --query id -o tsv); gets Storage Blob Data Contributor to upload the page. Empty: no assignment.')
-param deployerPrincipalId string = ''
+@description('Object id of whoever deploys (azd: AZURE_PRINCIPAL_ID; az ad signed-in-user show --query id -o tsv); gets Storage Blob Data Contributor on the page\'s $web container, nothing else. Empty: no assignment.')
+param principalId string = ''
 
 @allowed([
   'User'
   'ServicePrincipal'
   'Group'
 ])
-param deployerPrincipalType string = 'User'
+param principalType string = 'User'
+
+@description('E-mail address for the alerts (action group). Empty: the alerts exist but notify no one.')
+param alertEmail string = ''
+
+@description('Daily ingestion cap of the Log Analytics workspace, in GB.')
+@minValue(1)
+param logDailyCapGb int = 1
+
+@description('Failed jobs within 15 minutes at which the failed-jobs alert fires.')
+@minValue(1)
+param failedJobsAlertThreshold int = 5
+
+@description('Queue wait (enqueue to claimed by a worker) in seconds above which the queue-wait alert fires.')
+@minValue(1)
+param queueWaitAlertSeconds int = 300
+
+@description('5xx answers within 15 minutes above which the 5xx alert fires.')
+@minValue(0)
+param serverErrorAlertThreshold int = 5
 
 @description('Most faces restored per image.')
 param maxFaces int = 10
@@ -92,6 +121,12 @@ param tags object = {
   app: 'face-restore'
 }
 
+// azd finds its environment's resources by azd-env-name and the app by azd-service-name.
+var allTags = empty(environmentName) ? tags : union(tags, {
+  'azd-env-name': environmentName
+})
+var azdServiceName = 'app'
+
 // ---------------------------------------------------------------------------------------
 // Names
 // ---------------------------------------------------------------------------------------
@@ -99,6 +134,7 @@ var suffix = take(uniqueString(subscription().id, resourceGroup().id, namePrefix
 var compactPrefix = toLower(replace(namePrefix, '-', ''))
 var names = {
   storage: '${take(compactPrefix, 14)}st${suffix}'
+  webStorage: '${take(compactPrefix, 14)}web${suffix}'
   registry: '${take(compactPrefix, 20)}acr${suffix}'
   workspace: '${namePrefix}-log'
   appInsights: '${namePrefix}-appi'
@@ -114,7 +150,9 @@ var jobsQueue = 'restore-jobs'
 var jobsTable = 'jobs'
 var uploadsContainer = 'uploads'
 var resultsContainer = 'results'
-var deployApp = !empty(image)
+// The app is deployed when an image is given, or when it exists already (its current image is
+// kept: see modules/existing-image.bicep). Decided from parameters only, as ARM needs.
+var deployApp = !empty(image) || (appExists && hosting == 'containerapps')
 
 // ---------------------------------------------------------------------------------------
 // Shared pieces
@@ -125,7 +163,8 @@ module monitoring 'modules/monitoring.bicep' = {
     location: location
     workspaceName: names.workspace
     appInsightsName: names.appInsights
-    tags: tags
+    dailyCapGb: logDailyCapGb
+    tags: allTags
   }
 }
 
@@ -135,12 +174,11 @@ module registry 'modules/registry.bicep' = {
     location: location
     name: names.registry
     sku: registrySku
-    tags: tags
+    tags: allTags
   }
 }
 
-// The static website's endpoint is fixed when the account is created (before the website is
-// switched on), so the app's CORS setting and the blob CORS rule can use it right away.
+// Two accounts: the data account (the app's alone) and the page's account (static website).
 module storage 'modules/storage.bicep' = {
   name: 'storage'
   params: {
@@ -151,13 +189,24 @@ module storage 'modules/storage.bicep' = {
     resultsContainer: resultsContainer
     jobsQueue: jobsQueue
     jobsTable: jobsTable
-    allowWebsiteOrigin: true
-    tags: tags
+    workspaceId: monitoring.outputs.workspaceId
+    tags: allTags
   }
 }
 
-var webEndpoint = storage.outputs.webEndpoint
-var siteOrigin = storage.outputs.webOrigin
+// The static website's endpoint is fixed when the account is created (before the website is
+// switched on), so the app's CORS setting can use it right away.
+module webStorage 'modules/web-storage.bicep' = {
+  name: 'web-storage'
+  params: {
+    location: location
+    name: names.webStorage
+    tags: allTags
+  }
+}
+
+var webEndpoint = webStorage.outputs.webEndpoint
+var siteOrigin = webStorage.outputs.webOrigin
 
 module identity 'modules/identity.bicep' = {
   name: 'identity'
@@ -166,10 +215,13 @@ module identity 'modules/identity.bicep' = {
     appIdentityName: names.appIdentity
     deployIdentityName: names.deployIdentity
     storageAccountName: storage.outputs.name
+    webStorageAccountName: webStorage.outputs.name
+    webContainerName: webStorage.outputs.webContainerName
     registryName: registry.outputs.name
-    deployerPrincipalId: deployerPrincipalId
-    deployerPrincipalType: deployerPrincipalType
-    tags: tags
+    appInsightsName: monitoring.outputs.appInsightsName
+    principalId: principalId
+    principalType: principalType
+    tags: allTags
   }
 }
 
@@ -177,9 +229,9 @@ module staticWebsite 'modules/static-website.bicep' = if (enableStaticWebsiteScr
   name: 'static-website'
   params: {
     location: location
-    storageAccountName: storage.outputs.name
+    storageAccountName: webStorage.outputs.name
     deployIdentityId: identity.outputs.deployIdentityId
-    tags: tags
+    tags: allTags
   }
 }
 
@@ -191,7 +243,7 @@ var premiumCores = {
   EP2: 2
   EP3: 4
 }
-var torchThreads = (hosting == 'premium') ? premiumCores[premiumSku] : max(1, int(split(cpu, '.')[0]))
+var engineThreads = (hosting == 'premium') ? premiumCores[premiumSku] : max(1, int(split(cpu, '.')[0]))
 
 var appSettings = [
   {
@@ -262,8 +314,9 @@ var appSettings = [
     value: 'true'
   }
   {
-    name: 'TORCH_THREADS'
-    value: string(torchThreads)
+    // The engine's thread count (the app still reads TORCH_THREADS as an alias).
+    name: 'ENGINE_THREADS'
+    value: string(engineThreads)
   }
   {
     name: 'MAX_FACES'
@@ -289,18 +342,47 @@ var appSettings = [
     name: 'MAX_QUEUE_DEPTH'
     value: string(maxQueueDepth)
   }
+  // Telemetry. The app calls configure_azure_monitor itself, so the Python worker's own
+  // switch (PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY) stays unset: both would report.
+  // APPLICATIONINSIGHTS_CONNECTION_STRING is added by the hosting module, which reads it from
+  // the component (no deployment output carries it).
+  {
+    // Entra ID ingestion with the app's user-assigned identity, for the app's exporter and
+    // the Functions host alike (the component refuses key-only ingestion).
+    name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING'
+    value: 'ClientId=${identity.outputs.appIdentityClientId};Authorization=AAD'
+  }
+  {
+    name: 'OTEL_SERVICE_NAME'
+    value: 'face-restore'
+  }
+  {
+    name: 'LOG_FORMAT'
+    value: 'json'
+  }
 ]
 
 // ---------------------------------------------------------------------------------------
 // Hosting
 // ---------------------------------------------------------------------------------------
+// Re-provisioning without an image (azd provision, appExists): the image the app runs now.
+module existingImage 'modules/existing-image.bicep' = if (empty(image) && appExists && hosting == 'containerapps') {
+  name: 'existing-image'
+  params: {
+    exists: appExists
+    name: names.containerApp
+  }
+}
+
+var appImage = !empty(image) ? image : existingImage.outputs.image
+
 module containerApps 'modules/hosting-containerapps.bicep' = if (deployApp && (hosting == 'containerapps')) {
   name: 'hosting-containerapps'
   params: {
     location: location
     environmentName: names.environment
     appName: names.containerApp
-    image: image
+    image: appImage
     registryLoginServer: registry.outputs.loginServer
     appIdentityId: identity.outputs.appIdentityId
     workspaceId: monitoring.outputs.workspaceId
@@ -309,10 +391,13 @@ module containerApps 'modules/hosting-containerapps.bicep' = if (deployApp && (h
     minReplicas: minReplicas
     maxReplicas: maxInstances
     env: appSettings
-    appInsightsConnectionString: monitoring.outputs.appInsightsConnectionString
+    appInsightsName: monitoring.outputs.appInsightsName
     storageAccountName: storage.outputs.name
     jobsQueue: jobsQueue
-    tags: tags
+    tags: allTags
+    appTags: {
+      'azd-service-name': azdServiceName
+    }
   }
 }
 
@@ -329,24 +414,59 @@ module premium 'modules/hosting-premium.bicep' = if (deployApp && (hosting == 'p
     appIdentityClientId: identity.outputs.appIdentityClientId
     maxInstances: maxInstances
     appSettings: appSettings
-    appInsightsConnectionString: monitoring.outputs.appInsightsConnectionString
-    tags: tags
+    appInsightsName: monitoring.outputs.appInsightsName
+    tags: allTags
   }
 }
 
 // ---------------------------------------------------------------------------------------
-// Outputs
+// Alerts, workbook
 // ---------------------------------------------------------------------------------------
+module observability 'modules/observability.bicep' = {
+  name: 'observability'
+  params: {
+    location: location
+    appInsightsId: monitoring.outputs.appInsightsId
+    alertEmail: alertEmail
+    hosting: hosting
+    // The metric alerts need the app to exist first.
+    appResourceId: !deployApp ? '' : ((hosting == 'premium') ? premium.outputs.siteId : containerApps.outputs.appId)
+    failedJobsThreshold: failedJobsAlertThreshold
+    queueWaitThresholdSeconds: queueWaitAlertSeconds
+    serverErrorThreshold: serverErrorAlertThreshold
+    tags: allTags
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Outputs: azd saves them in its environment (.azure/<env>/.env) under these names; the hooks
+// (infra/hooks/, infra/scripts/) and deploy.sh read the same names. No secrets: the App
+// Insights connection string is not among them.
+// ---------------------------------------------------------------------------------------
+@description('Registry azd pushes to (remote build).')
+output AZURE_CONTAINER_REGISTRY_ENDPOINT string = registry.outputs.loginServer
+
+output AZURE_CONTAINER_REGISTRY_NAME string = registry.outputs.name
+
+@description('The data account (uploads, results, queue, tables).')
+output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
+
+@description('The page\'s account; the page is uploaded to its $web container.')
+output AZURE_WEB_STORAGE_ACCOUNT_NAME string = webStorage.outputs.name
+
 @description('Base URL of the HTTP API (the routes are under /api); empty until an image is deployed.')
-output apiUrl string = !deployApp ? '' : ((hosting == 'premium') ? premium.outputs.apiUrl : containerApps.outputs.apiUrl)
+output SERVICE_APP_URI string = !deployApp ? '' : ((hosting == 'premium') ? premium.outputs.apiUrl : containerApps.outputs.apiUrl)
 
-@description('The page, served by the storage account\'s static website.')
-output siteUrl string = webEndpoint
+output SERVICE_APP_NAME string = !deployApp ? '' : ((hosting == 'premium') ? names.site : names.containerApp)
 
-output siteOrigin string = siteOrigin
-output registryName string = registry.outputs.name
-output registryLoginServer string = registry.outputs.loginServer
-output storageAccountName string = storage.outputs.name
-output identityClientId string = identity.outputs.appIdentityClientId
-output appName string = !deployApp ? '' : ((hosting == 'premium') ? names.site : names.containerApp)
-output hosting string = hosting
+@description('The page, served by the page account\'s static website.')
+output SITE_URL string = webEndpoint
+
+output SITE_ORIGIN string = siteOrigin
+
+@description('false: the deployment script did not switch the static website on; the publish step does.')
+output STATIC_WEBSITE_BY_SCRIPT bool = enableStaticWebsiteScript
+
+output APP_IDENTITY_CLIENT_ID string = identity.outputs.appIdentityClientId
+output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.appInsightsName
+output HOSTING string = hosting

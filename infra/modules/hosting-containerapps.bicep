@@ -1,12 +1,14 @@
 // Hosting option 'containerapps': the service image (Azure Functions host + our
-// function_app) as one Azure Container App on the Consumption profile, scaled by KEDA:
-//   - azure-queue rule on the job queue, authenticated with the app's managed identity:
-//     one replica per waiting job (host.json runs one job at a time per instance);
+// function_app) as one plain Azure Container App on the Consumption profile, scaled by KEDA:
+//   - a custom azure-queue rule on the job queue, authenticated with the app's managed
+//     identity, counting in-flight (invisible) messages too: one replica per job, queued or
+//     running (host.json runs one job at a time per instance);
 //   - http rule for the API;
 //   - minReplicas 0 (the default): nothing runs, and nothing is billed, while the queue is
 //     empty and no one is calling the API.
 // Why this shape (and not kind=functionapp, Microsoft.Web/sites on ACA, or a Container Apps
-// job) is argued in infra/README.md, "Why this hosting".
+// job), and what happens to a job when a replica goes away, is in infra/README.md ("Why this
+// hosting", "Scaling and jobs in flight").
 
 param location string
 param environmentName string
@@ -33,9 +35,8 @@ param maxReplicas int
 @description('Container environment variables [{name, value}] (identity-based settings, no secrets).')
 param env array
 
-@secure()
-@description('Application Insights connection string (ingestion only); stored as a Container Apps secret.')
-param appInsightsConnectionString string
+@description('Application Insights component; its connection string is read here, never passed around as an output.')
+param appInsightsName string
 
 param storageAccountName string
 param jobsQueue string
@@ -44,6 +45,20 @@ param jobsQueue string
 param targetPort int = 8080
 
 param tags object = {}
+
+@description('Tags of the container app only (azd finds the service by azd-service-name).')
+param appTags object = {}
+
+// The Functions host derives its host id from the machine name unless it runs on App Service
+// or in a Container Apps *functions* environment; in a plain container app every replica would
+// get its own id, so the timer would stop being a singleton across replicas and
+// azure-webjobs-hosts would fill with per-replica state. One id for the app (at most 32
+// lowercase letters, digits and dashes, per the host's rules).
+var hostId = take(toLower(appName), 32)
+
+resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
+  name: appInsightsName
+}
 
 resource managedEnvironment 'Microsoft.App/managedEnvironments@2025-07-01' = {
   name: environmentName
@@ -88,7 +103,7 @@ resource environmentLogs 'Microsoft.Insights/diagnosticSettings@2021-05-01-previ
 resource app 'Microsoft.App/containerApps@2025-07-01' = {
   name: appName
   location: location
-  tags: tags
+  tags: union(tags, appTags)
   identity: {
     type: 'UserAssigned'
     userAssignedIdentities: {
@@ -120,17 +135,15 @@ resource app 'Microsoft.App/containerApps@2025-07-01' = {
           identity: appIdentityId
         }
       ]
-      secrets: [
-        {
-          name: 'appinsights-connection-string'
-          value: appInsightsConnectionString
-        }
-      ]
     }
     template: {
-      // A replica told to stop (scale-in, new revision) lets the running job finish; if it
-      // cannot, the message reappears and the next delivery takes the job over.
-      terminationGracePeriodSeconds: 300
+      // A replica told to stop (scale-in, new revision, restart) gets SIGTERM. The Functions
+      // host does not wait for the Python function: it stops the worker within seconds, the
+      // invocation fails and the host puts the message back (visible again after host.json's
+      // visibilityTimeout); the next delivery takes the job over once its lease has run out.
+      // A longer grace period would not let the job finish; 60 s leaves the host time to
+      // release the message and flush telemetry. infra/README.md, "Scaling and jobs in flight".
+      terminationGracePeriodSeconds: 60
       containers: [
         {
           name: 'app'
@@ -141,8 +154,14 @@ resource app 'Microsoft.App/containerApps@2025-07-01' = {
           }
           env: concat(env, [
             {
+              // Not a secret any more: the component accepts Entra ID ingestion only, so the
+              // instrumentation key in it grants nothing without the identity's token.
               name: 'APPLICATIONINSIGHTS_CONNECTION_STRING'
-              secretRef: 'appinsights-connection-string'
+              value: appInsights.properties.ConnectionString
+            }
+            {
+              name: 'AzureFunctionsWebHost__hostid'
+              value: hostId
             }
           ])
           probes: [
@@ -177,19 +196,28 @@ resource app 'Microsoft.App/containerApps@2025-07-01' = {
       scale: {
         minReplicas: minReplicas
         maxReplicas: maxReplicas
-        // Polls the queue every 15 s; an idle replica is removed 5 minutes after the last
-        // message (the queue count includes invisible, in-progress messages, so a replica
-        // is not removed in the middle of a job).
+        // Polls the queue every 15 s; the last replica goes 5 minutes after every rule went
+        // quiet.
         pollingInterval: 15
         cooldownPeriod: 300
         rules: [
           {
+            // A custom azure-queue rule rather than the built-in azureQueue one, which cannot
+            // carry queueLengthStrategy. 'all' counts invisible messages too (a job being
+            // processed keeps its message invisible), so a replica working on a job is still
+            // wanted by the scaler. KEDA reads this key from 2.16 on (where 'all' is also the
+            // default); older KEDA ignores it and counts only visible messages while fewer
+            // than 32 are queued: then redelivery, not the scaler, keeps the job (README).
             name: 'restore-jobs-queue'
-            azureQueue: {
-              accountName: storageAccountName
-              queueName: jobsQueue
-              queueLength: 1
+            custom: {
+              type: 'azure-queue'
               identity: appIdentityId
+              metadata: {
+                accountName: storageAccountName
+                queueName: jobsQueue
+                queueLength: '1'
+                queueLengthStrategy: 'all'
+              }
             }
           }
           {
@@ -207,5 +235,7 @@ resource app 'Microsoft.App/containerApps@2025-07-01' = {
 }
 
 output appName string = app.name
+output appId string = app.id
+output hostId string = hostId
 output apiUrl string = 'https://${app.properties.configuration.ingress.fqdn}'
 output environmentId string = managedEnvironment.id

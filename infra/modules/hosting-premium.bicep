@@ -26,14 +26,17 @@ param maxInstances int
 @description('App settings [{name, value}] (identity-based settings, no secrets).')
 param appSettings array
 
-@secure()
-@description('Application Insights connection string (ingestion only).')
-param appInsightsConnectionString string
+@description('Application Insights component; its connection string is read here, never passed around as an output.')
+param appInsightsName string
 
 @description('Port the Functions host listens on inside the image (ASPNETCORE_URLS in the Dockerfile).')
 param containerPort int = 8080
 
 param tags object = {}
+
+resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
+  name: appInsightsName
+}
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   //checkov:skip=CKV_AZURE_225:Zone redundancy on Elastic Premium needs at least three always-ready instances; this plan keeps one warm instance on purpose (cost) and bursts on demand. Set zoneRedundant and minimumElasticInstanceCount 3 where that matters.
@@ -91,8 +94,10 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
       // CORS is answered by the app itself (CORS_ORIGINS, the static website's origin).
       appSettings: concat(appSettings, [
         {
+          // Entra ID ingestion only (DisableLocalAuth), so the key in it grants nothing alone.
+          // (The host id needs no setting here: App Service derives it from the site name.)
           name: 'APPLICATIONINSIGHTS_CONNECTION_STRING'
-          value: appInsightsConnectionString
+          value: appInsights.properties.ConnectionString
         }
         {
           name: 'DOCKER_REGISTRY_SERVER_URL'
@@ -129,4 +134,5 @@ resource scmCredentials 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@
 }
 
 output siteName string = site.name
+output siteId string = site.id
 output apiUrl string = 'https://${site.properties.defaultHostName}'

@@ -1,27 +1,41 @@
 // Identities and the only roles they get.
 //
-// app identity  -> used by the running container (Functions host + our code + KEDA scaler
-//                  + image pulls). Data-plane roles on the one storage account, AcrPull on
-//                  the one registry. No control-plane rights, no account keys.
+// app identity    -> used by the running container (Functions host + our code + KEDA scaler +
+//                    image pulls + telemetry). Data-plane roles on the data account, AcrPull on
+//                    the registry, Monitoring Metrics Publisher on Application Insights (Entra
+//                    ID ingestion). No control-plane rights, no account keys.
 // deploy identity -> used only by the deployment script that switches the static website on
-//                  (a blob *service property*: Storage Account Contributor, see below).
-//                  Kept separate so the app never holds a control-plane role.
+//                    (a blob *service property*). Its roles are on the page's own account
+//                    (modules/web-storage.bicep), which holds nothing but the page: it never
+//                    has any right on the data account.
+// deployer        -> whoever runs azd / deploy.sh (principalId): Storage Blob Data Contributor
+//                    on the $web container only, to upload the page.
 
 param location string
 param appIdentityName string
 param deployIdentityName string
-param storageAccountName string
-param registryName string
 
-@description('Object id of the person or service principal running the deployment; gets Storage Blob Data Contributor so it can upload the page to $web with --auth-mode login. Empty: no assignment.')
-param deployerPrincipalId string = ''
+@description('The data account (uploads, results, queue, tables).')
+param storageAccountName string
+
+@description('The page\'s account (static website only).')
+param webStorageAccountName string
+
+@description('The static website\'s container in the page\'s account.')
+param webContainerName string = '$web'
+
+param registryName string
+param appInsightsName string
+
+@description('Object id of the person or service principal running the deployment; gets Storage Blob Data Contributor on the $web container so it can upload the page with --auth-mode login. Empty: no assignment.')
+param principalId string = ''
 
 @allowed([
   'User'
   'ServicePrincipal'
   'Group'
 ])
-param deployerPrincipalType string = 'User'
+param principalType string = 'User'
 
 param tags object = {}
 
@@ -33,14 +47,31 @@ var roles = {
   storageTableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160d3a3'
   storageAccountContributor: '17d1049b-9a84-46fb-8f53-869881c3d3ab'
   acrPull: '7f951dda-4ed3-4680-a7ca-43fe172d538d'
+  monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
 }
 
 resource storage 'Microsoft.Storage/storageAccounts@2024-01-01' existing = {
   name: storageAccountName
 }
 
+resource webStorage 'Microsoft.Storage/storageAccounts@2024-01-01' existing = {
+  name: webStorageAccountName
+
+  resource blobService 'blobServices' existing = {
+    name: 'default'
+
+    resource webContainer 'containers' existing = {
+      name: webContainerName
+    }
+  }
+}
+
 resource registry 'Microsoft.ContainerRegistry/registries@2023-07-01' existing = {
   name: registryName
+}
+
+resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
+  name: appInsightsName
 }
 
 resource appIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
@@ -56,8 +87,7 @@ resource deployIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-0
 }
 
 // Blob Data Owner (not just Contributor) because the Functions host's own use of
-// AzureWebJobsStorage (leases, timer locks, host secrets) is documented to need it; it also
-// covers user-delegation SAS for result downloads.
+// AzureWebJobsStorage (leases, timer locks, host secrets) is documented to need it.
 resource appBlob 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(storage.id, appIdentity.id, roles.storageBlobDataOwner)
   scope: storage
@@ -100,14 +130,28 @@ resource appAcrPull 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   }
 }
 
+// Entra ID telemetry ingestion (the component has DisableLocalAuth): the app and the
+// Functions host send a token for this identity (APPLICATIONINSIGHTS_AUTHENTICATION_STRING).
+resource appTelemetry 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(appInsights.id, appIdentity.id, roles.monitoringMetricsPublisher)
+  scope: appInsights
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.monitoringMetricsPublisher)
+    principalId: appIdentity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
 // Set Blob Service Properties (the static website switch) is a data-plane call whose Entra
 // authorisation checks Microsoft.Storage/storageAccounts/blobServices/write, which Storage
 // Account Contributor carries. Storage Blob Data Contributor is added so the script also works
 // should the service check a data action instead (this could not be tried from the build
-// machine). Both are scoped to this one account and held only by the script's identity.
+// machine). Both are on the page's account, which holds only the page; the role stays after the
+// script has run (a deployment cannot remove what it just used), and that is why it is here
+// and not on the data account.
 resource deployStorageAccountContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(storage.id, deployIdentity.id, roles.storageAccountContributor)
-  scope: storage
+  name: guid(webStorage.id, deployIdentity.id, roles.storageAccountContributor)
+  scope: webStorage
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageAccountContributor)
     principalId: deployIdentity.properties.principalId
@@ -116,8 +160,8 @@ resource deployStorageAccountContributor 'Microsoft.Authorization/roleAssignment
 }
 
 resource deployBlob 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(storage.id, deployIdentity.id, roles.storageBlobDataContributor)
-  scope: storage
+  name: guid(webStorage.id, deployIdentity.id, roles.storageBlobDataContributor)
+  scope: webStorage
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
     principalId: deployIdentity.properties.principalId
@@ -125,13 +169,14 @@ resource deployBlob 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   }
 }
 
-resource deployerBlob 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(deployerPrincipalId)) {
-  name: guid(storage.id, deployerPrincipalId, roles.storageBlobDataContributor)
-  scope: storage
+// The person or pipeline that publishes the page: blob data on $web, nothing else.
+resource deployerWebBlob 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(principalId)) {
+  name: guid(webStorage::blobService::webContainer.id, principalId, roles.storageBlobDataContributor)
+  scope: webStorage::blobService::webContainer
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
-    principalId: deployerPrincipalId
-    principalType: deployerPrincipalType
+    principalId: principalId
+    principalType: principalType
   }
 }
 
@@ -145,6 +190,7 @@ output appRoleAssignmentIds array = [
   appQueue.id
   appTable.id
   appAcrPull.id
+  appTelemetry.id
 ]
 output deployRoleAssignmentIds array = [
   deployStorageAccountContributor.id

@@ -1,5 +1,12 @@
-// Log Analytics workspace (container and platform logs) and a workspace-based Application
-// Insights (requests, traces, exceptions from the Functions host and our code).
+// Log Analytics workspace (container and platform logs, storage logs) and a workspace-based
+// Application Insights (the app's OpenTelemetry metrics, spans and logs; the Functions host's
+// own telemetry).
+//
+// Ingestion is Microsoft Entra ID only (DisableLocalAuth): the connection string's
+// instrumentation key alone can no longer write telemetry; the app's user-assigned identity
+// holds Monitoring Metrics Publisher on the component (modules/identity.bicep) and sends a
+// token (APPLICATIONINSIGHTS_AUTHENTICATION_STRING). No output of this module carries the
+// connection string: the hosting modules read it from the component themselves.
 
 param location string
 param workspaceName string
@@ -8,6 +15,10 @@ param appInsightsName string
 @minValue(30)
 @maxValue(730)
 param retentionInDays int = 30
+
+@description('Daily ingestion cap of the Log Analytics workspace in GB; ingestion stops for the rest of the UTC day once reached (the workspace raises an operational event).')
+@minValue(1)
+param dailyCapGb int = 1
 
 param tags object = {}
 
@@ -20,6 +31,9 @@ resource workspace 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
       name: 'PerGB2018'
     }
     retentionInDays: retentionInDays
+    workspaceCapping: {
+      dailyQuotaGb: dailyCapGb
+    }
     features: {
       enableLogAccessUsingOnlyResourcePermissions: true
     }
@@ -36,12 +50,13 @@ resource appInsights 'Microsoft.Insights/components@2020-02-02' = {
     WorkspaceResourceId: workspace.id
     IngestionMode: 'LogAnalytics'
     RetentionInDays: retentionInDays
+    // Entra ID ingestion only: telemetry without a token for an identity that holds
+    // Monitoring Metrics Publisher on this component is refused.
+    DisableLocalAuth: true
   }
 }
 
 output workspaceId string = workspace.id
+output workspaceName string = workspace.name
 output appInsightsId string = appInsights.id
 output appInsightsName string = appInsights.name
-// A connection string for ingestion (instrumentation key + endpoints). It grants write-only
-// telemetry ingestion, not access to data or to any storage account.
-output appInsightsConnectionString string = appInsights.properties.ConnectionString

@@ -1,8 +1,8 @@
 // Switches on the storage account's static website (the $web container and its
 // <account>.zNN.web.core.windows.net endpoint). Bicep/ARM has no property for this: it is a
 // Blob *service property* set through the data plane, so a deployment script runs the one
-// Azure CLI command, signed in as the deploy identity (Storage Account Contributor on this
-// account only), with --auth-mode login because the account accepts no shared keys.
+// Azure CLI command, signed in as the deploy identity (Storage Account Contributor on the
+// page's own account only, modules/web-storage.bicep), with --auth-mode login because the account accepts no shared keys.
 //
 // Honest note on the script's own storage: Microsoft.Resources/deploymentScripts runs the
 // script in an Azure Container Instance and keeps the script and its logs on a file share in

@@ -1,7 +1,9 @@
-// The service's one storage account: uploads and results (Blob), the job queue and its
-// poison queue (Queue), the job table (Table), and the static website ($web) for the page.
-// Keyless by construction: shared-key access is off, so every caller (the app, the
-// Functions host, the deployer's CLI) authenticates with Microsoft Entra ID.
+// The service's data account: uploads and results (Blob), the job queue and its poison queue
+// (Queue), the job table (Table). The page lives in an account of its own
+// (modules/web-storage.bicep), so nobody but the app's identity holds a data role here and no
+// deployment step touches this account.
+// Keyless by construction: shared-key access is off, so every caller (the app, the Functions
+// host, the KEDA scaler) authenticates with Microsoft Entra ID.
 
 @description('Azure region.')
 param location string
@@ -27,17 +29,18 @@ param jobsQueue string = 'restore-jobs'
 @description('Table holding one row per job.')
 param jobsTable string = 'jobs'
 
-@description('Let the static website\'s origin read blobs cross-origin (result downloads through short-lived SAS links fetched by the page).')
-param allowWebsiteOrigin bool = true
+@description('Log Analytics workspace that receives the account\'s logs (blob, queue, table) and transaction metrics.')
+param workspaceId string
 
 param tags object = {}
 
-// The account is reachable from the internet because the page is served from its static
-// website endpoint and Container Apps (Consumption) / Functions Premium without a VNet reach
-// it over public endpoints. Access control is Entra ID RBAC, not the network.
+// The account is reachable from the internet because Container Apps (Consumption) and
+// Functions Premium without a VNet reach it over public endpoints (their outbound addresses are
+// neither fixed nor a trusted service), and so does the KEDA scaler. Access control is Entra ID
+// RBAC, not the network; infra/README.md ("Network") says what closing it takes.
 resource account 'Microsoft.Storage/storageAccounts@2024-01-01' = {
-  //checkov:skip=CKV_AZURE_35:Container Apps (Consumption) and Functions Premium without VNet integration reach the account over its public endpoint, and the page is served from its static website; every request is authorised by Entra ID RBAC (shared key off). Private endpoints plus a VNet are the upgrade path (infra/README.md).
-  //checkov:skip=CKV_AZURE_59:Same reason as CKV_AZURE_35: the static website and the keyless data endpoints must be reachable from the internet; anonymous blob access is off and shared-key access is off.
+  //checkov:skip=CKV_AZURE_35:Container Apps (Consumption) and Functions Premium without VNet integration reach the account over its public endpoint (no fixed outbound addresses to allow); every request is authorised by Entra ID RBAC (shared key off) and only the app identity holds a data role. A VNet with private endpoints is the upgrade path (infra/README.md, Network).
+  //checkov:skip=CKV_AZURE_59:Same reason as CKV_AZURE_35: the keyless data endpoints must be reachable by the app without a VNet; anonymous blob access and shared-key access are off.
   //checkov:skip=CKV_AZURE_206:Only short-lived data lives here (uploads and results are deleted after retentionDays, 1 by default); losing a zone loses in-flight jobs, which people resubmit. LRS by choice; switch the sku to Standard_ZRS where the region offers it.
   name: name
   location: location
@@ -84,10 +87,6 @@ resource account 'Microsoft.Storage/storageAccounts@2024-01-01' = {
   }
 }
 
-// https://<account>.<zone>.web.<suffix>/ -> https://<account>.<zone>.web.<suffix>
-var webEndpoint = account.properties.primaryEndpoints.web
-var webOrigin = endsWith(webEndpoint, '/') ? substring(webEndpoint, 0, length(webEndpoint) - 1) : webEndpoint
-
 resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2024-01-01' = {
   parent: account
   name: 'default'
@@ -97,26 +96,9 @@ resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2024-01-01'
     deleteRetentionPolicy: {
       enabled: false
     }
+    // No CORS: browsers never talk to this account (results are streamed through the API).
     cors: {
-      corsRules: !allowWebsiteOrigin ? [] : [
-        {
-          allowedOrigins: [
-            webOrigin
-          ]
-          allowedMethods: [
-            'GET'
-            'HEAD'
-          ]
-          allowedHeaders: [
-            '*'
-          ]
-          exposedHeaders: [
-            'Content-Length'
-            'Content-Type'
-          ]
-          maxAgeInSeconds: 3600
-        }
-      ]
+      corsRules: []
     }
   }
 }
@@ -237,10 +219,84 @@ resource lifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2024-01
   ]
 }
 
+// Storage logs (who read, wrote, deleted what, with which identity) and transaction metrics
+// to Log Analytics: one setting per service, and the account's own metrics.
+resource accountDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: account
+  properties: {
+    workspaceId: workspaceId
+    metrics: [
+      {
+        category: 'Transaction'
+        enabled: true
+      }
+    ]
+  }
+}
+
+resource blobDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: blobService
+  properties: {
+    workspaceId: workspaceId
+    logs: [
+      {
+        categoryGroup: 'allLogs'
+        enabled: true
+      }
+    ]
+    metrics: [
+      {
+        category: 'Transaction'
+        enabled: true
+      }
+    ]
+  }
+}
+
+resource queueDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: queueService
+  properties: {
+    workspaceId: workspaceId
+    logs: [
+      {
+        categoryGroup: 'allLogs'
+        enabled: true
+      }
+    ]
+    metrics: [
+      {
+        category: 'Transaction'
+        enabled: true
+      }
+    ]
+  }
+}
+
+resource tableDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: tableService
+  properties: {
+    workspaceId: workspaceId
+    logs: [
+      {
+        categoryGroup: 'allLogs'
+        enabled: true
+      }
+    ]
+    metrics: [
+      {
+        category: 'Transaction'
+        enabled: true
+      }
+    ]
+  }
+}
+
 output id string = account.id
 output name string = account.name
 output blobEndpoint string = account.properties.primaryEndpoints.blob
 output queueEndpoint string = account.properties.primaryEndpoints.queue
 output tableEndpoint string = account.properties.primaryEndpoints.table
-output webEndpoint string = webEndpoint
-output webOrigin string = webOrigin

@@ -19,6 +19,7 @@ ROLE_IDS = {
     "Storage Queue Data Contributor": "974c5e8b-45b9-4653-ba55-5f855dd0fb88",
     "Storage Table Data Contributor": "0a9a7e1f-b9d0-4cc4-a60d-0319b160d3a3",
     "AcrPull": "7f951dda-4ed3-4680-a7ca-43fe172d538d",
+    "Monitoring Metrics Publisher": "3913510d-42f4-4e42-8a64-420c390055eb",
 }
 
 
@@ -30,7 +31,8 @@ def test_every_bicep_file_parses(path: Path):
 
 def test_main_parameters_and_defaults(bicep):
     params = bicep.main["parameters"]
-    for name in ("location", "namePrefix", "hosting", "image", "cpu", "memory", "maxInstances", "retentionDays"):
+    for name in ("location", "namePrefix", "hosting", "image", "cpu", "memory", "maxInstances", "retentionDays",
+                 "environmentName", "principalId", "principalType", "appExists", "alertEmail"):
         assert name in params, f"main.bicep lacks parameter {name}"
     allowed = next(d["argument"] for d in params["hosting"]["decorators"] if d["type"] == "allowed")
     assert sorted(allowed) == ["containerapps", "premium"]
@@ -42,7 +44,8 @@ def test_main_parameters_and_defaults(bicep):
 
 def test_main_outputs(bicep):
     outputs = bicep.main["outputs"]
-    for name in ("apiUrl", "siteUrl", "registryLoginServer", "storageAccountName", "identityClientId"):
+    for name in ("SERVICE_APP_URI", "SITE_URL", "SITE_ORIGIN", "AZURE_CONTAINER_REGISTRY_ENDPOINT",
+                 "AZURE_STORAGE_ACCOUNT_NAME", "AZURE_WEB_STORAGE_ACCOUNT_NAME", "APP_IDENTITY_CLIENT_ID"):
         assert name in outputs, f"main.bicep lacks output {name}"
 
 
@@ -135,22 +138,11 @@ def test_lifecycle_rules_delete_uploads_and_results_after_retention(bicep):
     assert config(bicep.main["modules"]["storage"])["params"]["retentionDays"] == "retentionDays"
 
 
-def test_blob_cors_allows_only_the_website_origin(bicep):
+def test_data_account_allows_no_cross_origin_reads(bicep):
+    # Browsers never talk to the data account: results are streamed through the API.
     storage = bicep.module("storage")
     (service,) = resources(storage, "Microsoft.Storage/storageAccounts/blobServices").values()
-
-    def allowed_origins(node):
-        if isinstance(node, dict):
-            if "allowedOrigins" in node:
-                yield from leaves(node["allowedOrigins"])
-            for value in node.values():
-                yield from allowed_origins(value)
-        elif isinstance(node, list):
-            for value in node:
-                yield from allowed_origins(value)
-
-    origins = list(allowed_origins(config(service)["properties"]["cors"]))
-    assert origins == ["webOrigin"]
+    assert config(service)["properties"]["cors"]["corsRules"] == []
 
 
 # --- identity and roles ------------------------------------------------------------------
@@ -166,25 +158,40 @@ def test_app_identity_has_the_data_roles_and_acrpull(bicep):
     role_of_key = {key: guid for key, guid in roles.items()}
     granted: dict[str, set[str]] = {}
     for assignment in _assignments(identity):
-        principal = set(leaves(assignment["properties"]["principalId"]))
+        principal = assignment["properties"]["principalId"]
+        # 'principalId' (the deployer parameter) or '<identity>.properties.principalId'.
+        who = principal if isinstance(principal, str) else principal["operator"]["operands"]["operand_1"]
         role_keys = set(leaves(assignment["properties"]["roleDefinitionId"])) & set(role_of_key)
         assert len(role_keys) == 1, f"unclear role in {assignment}"
-        for who in principal & {"appIdentity", "deployIdentity", "deployerPrincipalId"}:
-            granted.setdefault(who, set()).add(role_of_key[role_keys.pop()])
+        assert who in {"appIdentity", "deployIdentity", "principalId"}, who
+        granted.setdefault(who, set()).add(role_of_key[role_keys.pop()])
     app = granted["appIdentity"]
     assert ROLE_IDS["Storage Blob Data Owner"] in app or ROLE_IDS["Storage Blob Data Contributor"] in app
     assert ROLE_IDS["Storage Queue Data Contributor"] in app
     assert ROLE_IDS["Storage Table Data Contributor"] in app
     assert ROLE_IDS["AcrPull"] in app
+    assert ROLE_IDS["Monitoring Metrics Publisher"] in app, "Entra ID telemetry ingestion needs it"
     # Data plane only: no Owner/Contributor/Storage Account Contributor for the running app.
     assert app <= set(ROLE_IDS.values())
 
 
+def _scope(assignment: dict) -> str:
+    """'storage', 'registry', ... or 'webStorage::blobService::webContainer' for a nested accessor."""
+    scope = assignment["scope"]
+    parts = []
+    while isinstance(scope, dict):
+        operands = scope["operator"]["operands"]
+        parts.append(operands["operand_1"])
+        scope = operands["operand_2"]
+    return "::".join([*parts, scope])
+
+
 def test_role_assignments_are_scoped_to_our_resources(bicep):
     identity = bicep.module("identity")
+    allowed = {"storage", "webStorage", "webStorage::blobService::webContainer", "registry", "appInsights"}
     for assignment in _assignments(identity):
-        assert assignment["scope"] in {"storage", "registry"}, assignment["scope"]
-    for name in ("storage", "registry"):
+        assert _scope(assignment) in allowed, _scope(assignment)
+    for name in ("storage", "webStorage", "registry", "appInsights"):
         assert name in {n for n, r in identity["resources"].items() if r.get("existing")}
 
 
@@ -229,9 +236,10 @@ def test_app_settings_match_the_service_contract(bicep):
     assert settings["WEIGHTS_DIR"] == "/opt/weights"
     assert settings["JOBS_QUEUE"] == "jobsQueue" and resolve(bicep.main, "jobsQueue") == "restore-jobs"
     assert settings["CORS_ORIGINS"] == "siteOrigin", "CORS must be the static website's origin"
-    for name in ("JOBS_TABLE", "UPLOADS_CONTAINER", "RESULTS_CONTAINER", "TRUST_FORWARDED_FOR", "TORCH_THREADS",
+    for name in ("JOBS_TABLE", "UPLOADS_CONTAINER", "RESULTS_CONTAINER", "TRUST_FORWARDED_FOR", "ENGINE_THREADS",
                  "MAX_FACES", "JOB_RETENTION_HOURS", "MAX_UPLOAD_BYTES", "MAX_PIXELS", "MAX_QUEUE_DEPTH"):
         assert name in settings, name
+    assert "TORCH_THREADS" not in settings, "renamed ENGINE_THREADS (the app keeps TORCH_THREADS as an alias)"
 
 
 def test_hosting_modules_add_no_secret_settings(bicep):
@@ -239,10 +247,12 @@ def test_hosting_modules_add_no_secret_settings(bicep):
         text = (INFRA / "modules" / f"{module}.bicep").read_text()
         assert "AzureWebJobsStorage'" not in text and 'AzureWebJobsStorage"' not in text
         assert not re.search(r"connectionstring\s*=", text, re.IGNORECASE)
-    # The one telemetry connection string arrives as a @secure() parameter.
-    for module in ("hosting-containerapps", "hosting-premium"):
-        param = bicep.module(module)["parameters"]["appInsightsConnectionString"]
-        assert any(d["type"] == "secure" for d in param["decorators"])
+        tree = bicep.module(module)
+        # The telemetry connection string is read from the component in the module itself: it
+        # is neither a parameter (so no caller holds it) nor anyone's output.
+        assert "appInsightsConnectionString" not in tree["parameters"]
+        assert resources(tree, "Microsoft.Insights/components", existing=True), module
+        assert "properties.ConnectionString" in text.replace("appInsights.properties", "properties"), module
 
 
 # --- hosting ---------------------------------------------------------------------------------
@@ -258,12 +268,13 @@ def test_container_app_scales_to_zero_on_the_queue_with_the_identity(bicep):
     assert tree["parameters"]["minReplicas"]["default"] == 0
     assert bicep.main["parameters"]["minReplicas"]["default"] == 0, "scale to zero by default"
     assert scale["maxReplicas"] == "maxReplicas"
-    queue_rules = [r["azureQueue"] for r in scale["rules"] if "azureQueue" in r]
+    queue_rules = [r["custom"] for r in scale["rules"] if r.get("custom", {}).get("type") == "azure-queue"]
     assert queue_rules, "no azure-queue scale rule"
     (rule,) = queue_rules
-    assert rule["identity"] == "appIdentityId" and rule["accountName"] == "storageAccountName"
-    assert rule["queueName"] == "jobsQueue" and "auth" not in rule
-    assert rule["queueLength"] == 1, "one job per replica"
+    assert rule["identity"] == "appIdentityId" and "auth" not in rule
+    metadata = rule["metadata"]
+    assert metadata["accountName"] == "storageAccountName" and metadata["queueName"] == "jobsQueue"
+    assert metadata["queueLength"] == "1", "one job per replica"
     registry = body["properties"]["configuration"]["registries"][0]
     assert registry["identity"] == "appIdentityId"
     container = body["properties"]["template"]["containers"][0]
