@@ -25,12 +25,10 @@
 # Refresh it deliberately (`docker buildx imagetools inspect <tag>` or `az acr import`) and
 # record the date here. Pinned digest as published for 4-python3.11 (not resolvable from the
 # machine this was written on, which reaches no container registry).
-ARG BASE_IMAGE=mcr.microsoft.com/azure-functions/python:4-python3.11@sha256:ebc5ba1fc20f7809b2676872a016ba6ede2c43d2feab4c22164b6f2a07d75733
-
 # ---------------------------------------------------------------------------------------------
 # base: the Functions image plus the pinned run-time requirements, nothing else
 # ---------------------------------------------------------------------------------------------
-FROM ${BASE_IMAGE} AS base
+FROM mcr.microsoft.com/azure-functions/python:4-python3.11@sha256:ebc5ba1fc20f7809b2676872a016ba6ede2c43d2feab4c22164b6f2a07d75733 AS base
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \

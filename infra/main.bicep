@@ -300,8 +300,9 @@ var appSettings = [
     value: resultsContainer
   }
   {
-    name: 'WEIGHTS_DIR'
-    value: '/opt/weights'
+    // The exported model store baked into the image (Dockerfile); read-only, never written.
+    name: 'MODELS_DIR'
+    value: '/opt/models'
   }
   {
     name: 'STANDIN_WEIGHTS'

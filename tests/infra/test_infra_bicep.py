@@ -233,7 +233,7 @@ def test_app_settings_match_the_service_contract(bicep):
     assert settings["FUNCTIONS_WORKER_RUNTIME"] == "python"
     assert settings["FUNCTIONS_EXTENSION_VERSION"] == "~4"
     assert settings["STANDIN_WEIGHTS"] == "false"
-    assert settings["WEIGHTS_DIR"] == "/opt/weights"
+    assert settings["MODELS_DIR"] == "/opt/models" and "WEIGHTS_DIR" not in settings
     assert settings["JOBS_QUEUE"] == "jobsQueue" and resolve(bicep.main, "jobsQueue") == "restore-jobs"
     assert settings["CORS_ORIGINS"] == "siteOrigin", "CORS must be the static website's origin"
     for name in ("JOBS_TABLE", "UPLOADS_CONTAINER", "RESULTS_CONTAINER", "TRUST_FORWARDED_FOR", "ENGINE_THREADS",
