@@ -39,7 +39,8 @@ def cmd_serve(args) -> int:
     from . import wiring
 
     wiring.storage().ensure_resources()
-    uvicorn.run(wiring.http_app(), host=args.host, port=args.port, log_level="info", access_log=False)
+    # log_config=None: uvicorn's lines go through the root logger (LOG_FORMAT), not its own handlers.
+    uvicorn.run(wiring.http_app(), host=args.host, port=args.port, log_level="info", access_log=False, log_config=None)
     return 0
 
 
@@ -62,7 +63,7 @@ def cmd_worker(args) -> int:
     # SIGTERM (container stop, Ctrl-C): finish the job in hand, then exit.
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
     signal.signal(signal.SIGINT, lambda *_: worker.stop())
-    print(f"worker {handler.worker_id} polling queue {settings.jobs_queue}", flush=True)
+    logging.info("worker %s polling queue %s", handler.worker_id, settings.jobs_queue)
     worker.run(max_messages=1 if args.once else None)
     return 0
 
@@ -83,8 +84,6 @@ def cmd_restore(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("azure").setLevel(logging.WARNING)
     parser = argparse.ArgumentParser(prog="python -m processing", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -116,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     try:
+        from . import wiring
+
+        wiring.observe()
         return args.run(args)
     except SettingsError as error:
         print(f"configuration error: {error}", file=sys.stderr)

@@ -124,6 +124,14 @@ class Settings:
     # How long an instance trusts its memory of a key; a revoked key stops working within this.
     api_key_cache_seconds: float = field(default=30.0, metadata={"env": "API_KEY_CACHE_SECONDS"})
 
+    # Telemetry (processing/telemetry.py): Azure Monitor when the connection string is set,
+    # nothing otherwise. The authentication string is the Functions convention
+    # "Authorization=AAD;ClientId=<managed identity>" for Entra ID ingestion.
+    appinsights_connection_string: str = field(default="", metadata={"env": "APPLICATIONINSIGHTS_CONNECTION_STRING"})
+    appinsights_authentication: str = field(default="", metadata={"env": "APPLICATIONINSIGHTS_AUTHENTICATION_STRING"})
+    # text (readable, the local default) or json (one object per line, for log shippers).
+    log_format: str = field(default="text", metadata={"env": "LOG_FORMAT"})
+
     # Storage retries: a short budget, so an outage becomes a 503 + Retry-After in seconds
     # rather than a request that hangs for a minute.
     storage_retry_total: int = field(default=3, metadata={"env": "STORAGE_RETRY_TOTAL"})
@@ -139,6 +147,8 @@ class Settings:
         for name in ("max_upload_bytes", "max_pixels", "max_dequeue_count", "lease_seconds"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{_env_name(name)} must be positive")
+        if self.log_format not in ("text", "json"):
+            raise SettingsError("LOG_FORMAT must be text or json")
         if self.max_faces < 0 or self.engine_threads < 0 or self.retention_hours <= 0:
             raise SettingsError("MAX_FACES and ENGINE_THREADS must be >= 0, JOB_RETENTION_HOURS > 0")
         for name in ("rate_limit_per_minute", "rate_limit_reads_per_minute", "api_key_cache_seconds",

@@ -8,7 +8,8 @@ Functions queue trigger expects by default (host.json leaves ``messageEncoding``
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from functools import cached_property
 
 from azure.core.exceptions import ResourceExistsError
@@ -17,6 +18,7 @@ from azure.storage.blob import BlobServiceClient, ContentSettings, LinearRetry
 from azure.storage.queue import BinaryBase64DecodePolicy, BinaryBase64EncodePolicy, QueueClient
 from azure.storage.queue import LinearRetry as QueueLinearRetry
 
+from . import telemetry
 from .config import Settings, SettingsError, azurite_connection_string
 
 # The SDKs retry transient failures themselves; these bound how long a request may hang.
@@ -132,7 +134,8 @@ class Storage:
     # -- queue ------------------------------------------------------------------------
 
     def enqueue_job(self, job_id: str) -> None:
-        self.jobs_queue.send_message(encode_job_message(job_id))
+        with telemetry.producing(self.settings.jobs_queue, job_id) as carried:
+            self.jobs_queue.send_message(encode_job_message(job_id, carried))
 
     def ensure_resources(self) -> None:
         """Create containers, queues and the table if absent (Azurite, first local run).
@@ -151,15 +154,30 @@ def _ignore_exists(create) -> None:
         pass
 
 
-def encode_job_message(job_id: str) -> bytes:
-    """The queue message: the job id only (claim check), as JSON bytes; the queue client
-    base64-encodes it on the wire."""
-    return json.dumps({"job_id": job_id}).encode()
+@dataclass(frozen=True)
+class JobMessage:
+    job_id: str
+    # The trace context (W3C traceparent) and send time the message carries; messages from
+    # before telemetry carry neither.
+    context: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def enqueued_at(self) -> datetime | None:
+        try:
+            return datetime.fromisoformat(self.context["enqueued_at"])
+        except (KeyError, TypeError, ValueError):
+            return None
 
 
-def decode_job_message(body: bytes | str) -> str:
-    """The job id from a message body (already base64-decoded by the client or the host).
-    Raises ValueError for anything that is not our message."""
+def encode_job_message(job_id: str, context: dict[str, str] | None = None) -> bytes:
+    """The queue message: the job id (claim check) and its trace context, as JSON bytes; the
+    queue client base64-encodes it on the wire."""
+    return json.dumps({"job_id": job_id, **(context or {})}).encode()
+
+
+def decode_job_message(body: bytes | str) -> JobMessage:
+    """The message from a body (already base64-decoded by the client or the host). Raises
+    ValueError for anything that is not our message."""
     try:
         payload = json.loads(body)
     except (TypeError, ValueError, UnicodeDecodeError):
@@ -167,4 +185,5 @@ def decode_job_message(body: bytes | str) -> str:
     job_id = payload.get("job_id") if isinstance(payload, dict) else None
     if not isinstance(job_id, str) or not job_id:
         raise ValueError("queue message has no job_id")
-    return job_id
+    context = {key: value for key, value in payload.items() if key != "job_id" and isinstance(value, str)}
+    return JobMessage(job_id, context)

@@ -4,8 +4,10 @@ one engine) per process, and the periodic housekeeping."""
 
 from __future__ import annotations
 
+import logging
 from functools import lru_cache
 
+from . import telemetry
 from .config import get_settings
 from .storage import Storage
 
@@ -52,3 +54,16 @@ def housekeeping() -> None:
     service.purge_expired()
     service.requeue_stale()
     purge_idle_buckets(service.settings, service.storage)
+
+
+def observe(functions_host: bool = False) -> None:
+    """Logging and telemetry for this process, once at start. Under the Functions host its
+    own handlers format the lines (they get the job id); elsewhere LOG_FORMAT chooses text or
+    JSON lines. Azure Monitor only when APPLICATIONINSIGHTS_CONNECTION_STRING is set."""
+    settings = get_settings()
+    if functions_host:
+        telemetry.add_job_context_to(logging.getLogger().handlers)
+    else:
+        telemetry.configure_logging(settings.log_format)
+    if telemetry.configure(settings.appinsights_connection_string, settings.appinsights_authentication):
+        telemetry.watch_queue_depth(lambda: storage().jobs_queue.get_queue_properties().approximate_message_count)

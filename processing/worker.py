@@ -9,6 +9,7 @@ final transition, so a takeover overwrites rather than duplicates them.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import socket
@@ -16,12 +17,14 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Callable
 
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 
+from . import telemetry
 from .config import Settings
+from .engine.stages import Stages
 from .images import codec
 from .images.preprocess import preprocess
 from .jobs.batches import feed
@@ -89,13 +92,19 @@ class JobHandler:
 
     def handle_message(self, body: bytes | str, dequeue_count: int = 1) -> Outcome:
         try:
-            job_id = decode_job_message(body)
+            message = decode_job_message(body)
         except ValueError as error:
             log.error("dropping malformed queue message: %s", error)
             return Outcome("missing", str(error))
-        return self.handle(job_id, dequeue_count)
+        with telemetry.consuming(self.settings.jobs_queue, message.job_id, message.context,
+                                 **{"restore.delivery": dequeue_count, "restore.worker": self.worker_id}):
+            outcome = self.handle(message.job_id, dequeue_count, message.enqueued_at)
+            telemetry.annotate(**{"restore.outcome": outcome.status})
+            if outcome.status == "failed":
+                telemetry.failed(outcome.detail)
+            return outcome
 
-    def handle(self, job_id: str, dequeue_count: int = 1) -> Outcome:
+    def handle(self, job_id: str, dequeue_count: int = 1, enqueued_at: datetime | None = None) -> Outcome:
         try:
             job = self.jobs.claim(job_id, self.worker_id, self.lease)
         except JobNotFound:
@@ -113,6 +122,8 @@ class JobHandler:
             return Outcome("skipped", "already finished")
 
         log.info("job %s: attempt %d on %s", job_id, job.attempts, self.worker_id)
+        if job.attempts == 1:  # a retry's wait is the lease running out, not the queue
+            telemetry.QUEUE_WAIT.record(max(0.0, (utcnow() - (enqueued_at or job.created_at)).total_seconds()))
         outcome = self._attempt(job, dequeue_count)
         if job.batch_id and outcome.status in ("succeeded", "failed"):
             # This job's slot in the queue is free: the batch's next image takes it.
@@ -155,37 +166,50 @@ class JobHandler:
 
     def _restore(self, held: "_HeldJob", options: JobOptions, started: float) -> Outcome:
         job, report = held.job, held.report
+        stage = Stages(telemetry.stage)
+        telemetry.annotate(**{
+            "restore.batch_id": job.batch_id or None, "restore.model": options.model,
+            **{f"restore.options.{name}": value for name, value in options.model_dump(exclude_none=True).items()},
+        })
         report("loading", 0.01)
         try:
-            data = self.storage.get_blob(self.settings.uploads_container, job.input_blob)
+            with stage("download"):
+                data = self.storage.get_blob(self.settings.uploads_container, job.input_blob)
         except ResourceNotFoundError:
             raise PermanentFailure("input_missing", "the uploaded image is gone (deleted or expired)") from None
         try:
             # Orientation was applied when the upload was stored; auto_orient is spent.
-            decoded = codec.decode(data, self.settings.max_pixels, auto_orient=False)
-            pixels, steps = preprocess(decoded.pixels, options)
+            with stage("decode"):
+                decoded = codec.decode(data, self.settings.max_pixels, auto_orient=False)
+            with stage("preprocess"):
+                pixels, steps = preprocess(decoded.pixels, options)
         except codec.ImageRejected as rejected:
             raise PermanentFailure(rejected.code, str(rejected)) from None
+        telemetry.annotate(**{"restore.megapixels": round(pixels.shape[0] * pixels.shape[1] / 1e6, 3)})
         results = self.settings.results_container
         if steps:
             report("preprocessing", 0.03)
             # The exact pixels the engine sees: what the page compares the result with.
-            self.storage.put_blob(results, before_blob_name(job.id), codec.encode(pixels), "image/png")
+            with stage("upload", "upload before"):
+                self.storage.put_blob(results, before_blob_name(job.id), codec.encode(pixels), "image/png")
 
         engine = self.engine
-        result = engine.restore(pixels, options.restore_options(self.settings.max_faces), report)
+        result = engine.restore(pixels, options.restore_options(self.settings.max_faces), report, observe=telemetry.stage)
 
         report("saving", 0.92)
-        encoded = codec.encode(result.image, options.output_format, options.quality)
+        with stage("encode"):
+            encoded = codec.encode(result.image, options.output_format, options.quality)
+            crops = [(codec.encode(item.before), codec.encode(item.after)) for item in result.faces]
         result_blob = result_blob_name(job.id, options.output_format)
-        self.storage.put_blob(results, result_blob, encoded, codec.content_type(options.output_format))
-        faces = []
-        for index, item in enumerate(result.faces):
-            self.storage.put_blob(results, face_blob_name(job.id, index, "before"), codec.encode(item.before), "image/png")
-            self.storage.put_blob(results, face_blob_name(job.id, index, "after"), codec.encode(item.after), "image/png")
-            faces.append({"box": [round(v, 1) for v in item.face.box], "score": round(item.face.score, 4)})
+        with stage("upload"):
+            self.storage.put_blob(results, result_blob, encoded, codec.content_type(options.output_format))
+            for index, (before, after) in enumerate(crops):
+                self.storage.put_blob(results, face_blob_name(job.id, index, "before"), before, "image/png")
+                self.storage.put_blob(results, face_blob_name(job.id, index, "after"), after, "image/png")
+        faces = [{"box": [round(v, 1) for v in item.face.box], "score": round(item.face.score, 4)} for item in result.faces]
 
-        timings = {name: round(seconds, 3) for name, seconds in result.timings.items()}
+        all_timings = {**result.timings, **stage.timings}
+        timings = {name: round(seconds, 3) for name, seconds in all_timings.items()}
         timings["total"] = round(time.perf_counter() - started, 3)
         held.finish(
             SUCCEEDED,
@@ -198,6 +222,9 @@ class JobHandler:
             timings=timings,
             preprocessing=steps,
         )
+        telemetry.stages_took(all_timings)
+        telemetry.FACES.record(len(faces))
+        telemetry.annotate(**{"restore.face_count": len(faces)})
         log.info("job %s: succeeded with %d faces in %.1fs", job.id, len(faces), timings["total"])
         return Outcome("succeeded")
 
@@ -223,7 +250,8 @@ class _HeldJob:
         self._lock = threading.Lock()
         self._lost: LeaseLost | None = None
         self._stop = threading.Event()
-        self._renewer = threading.Thread(target=self._renew, daemon=True)
+        # In the job's context: its log lines carry the job id, its spans join the job's trace.
+        self._renewer = threading.Thread(target=contextvars.copy_context().run, args=(self._renew,), daemon=True)
 
     def __enter__(self) -> "_HeldJob":
         self._renewer.start()
@@ -259,11 +287,14 @@ class _HeldJob:
 def mark_poisoned(settings: Settings, storage: Storage, body: bytes | str) -> str | None:
     """A message the queue gave up on: its job (if any) ends failed, never stuck."""
     try:
-        job_id = decode_job_message(body)
+        job_id = decode_job_message(body).job_id
     except ValueError:
         return None
-    repo = JobRepository(storage.tables.get_table_client(settings.jobs_table))
-    repo.fail(job_id, "processing_failed", "the job could not be processed after several attempts")
+    telemetry.POISONED.add(1)
+    with telemetry.job_logging(job_id):
+        log.warning("job %s: its message was poisoned; marking it failed", job_id)
+        repo = JobRepository(storage.tables.get_table_client(settings.jobs_table))
+        repo.fail(job_id, "processing_failed", "the job could not be processed after several attempts")
     return job_id
 
 

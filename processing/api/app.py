@@ -9,6 +9,7 @@ from __future__ import annotations
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
 from ..config import Settings
 from ..jobs.service import JobService
@@ -56,4 +57,7 @@ def create_app(settings: Settings, storage: Storage | None = None) -> FastAPI:
         app.include_router(router)
     if settings.static_site_dir.is_dir():
         app.mount("/", StaticFiles(directory=settings.static_site_dir, html=True), name="site")
+    # Server spans (the start of each job's trace) and HTTP metrics; without a telemetry
+    # provider installed they are no-ops. Health probes would only be noise.
+    FastAPIInstrumentor.instrument_app(app, excluded_urls="api/health")
     return app

@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .. import telemetry
 from ..images.codec import ImageRejected
 from ..jobs.batches import BatchNotFound
 from ..jobs.records import TERMINAL, JobNotFound
@@ -24,6 +25,7 @@ POLL_SECONDS = 1  # what Retry-After tells a client polling an unfinished job
 
 def error_response(http_status: int, code: str, message: str, headers: dict[str, str] | None = None,
                    **extra) -> JSONResponse:
+    telemetry.refused(http_status, code)  # every refusal (413/415/422/429/503) is counted by its code
     return JSONResponse({"error": {"code": code, "message": message, **extra}}, status_code=http_status, headers=headers)
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import math
 import os
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol, Sequence
@@ -35,6 +34,7 @@ import numpy as np
 from .detectors import FACE_SIZE, FACE_TEMPLATE, Detector, Face, HaarStandInDetector, RetinaFaceDetector, center_face
 from .memory import release_heap
 from .networks import OnnxBackend, gfpgan_noise
+from .stages import Observer, Stages
 from .store import GFPGAN_ROLES, ModelsError, ModelStore
 from .upsampler import TiledUpsampler
 
@@ -192,54 +192,51 @@ class Engine:
         progress: Progress = _no_progress,
         *,
         faces: Sequence[Face] | None = None,
+        observe: Observer | None = None,
     ) -> RestoreResult:
         """Restore every face in a BGR uint8 image. ``faces`` pins the landmarks (tests,
-        benchmarks); otherwise the detector finds them."""
+        benchmarks); otherwise the detector finds them. ``observe(stage, attributes)``, a
+        context manager, sees each stage as it runs (the worker traces them)."""
         if not (64 <= options.parse_size <= FACE_SIZE and options.parse_size % 16 == 0):
             raise ValueError("parse_size must be a multiple of 16 between 64 and 512")
-        timings: dict[str, float] = {}
+        stage = Stages(observe, "align", "restore", "parse")
         restorer = self._restorer(options.model)
         if options.aligned:
-            return self._restore_aligned(image, restorer, options, progress, timings)
+            return self._restore_aligned(image, restorer, options, progress, stage)
 
         progress("detecting", 0.05)
-        started = time.perf_counter()
-        found = list(faces) if faces is not None else self.detect(image, options)
-        timings["detect"] = time.perf_counter() - started
+        with stage("detect"):
+            found = list(faces) if faces is not None else self.detect(image, options)
 
         restored: list[RestoredFace] = []
         matrices = []
-        timings["align"] = timings["restore"] = 0.0
         for index, face in enumerate(found):
             progress(f"restoring face {index + 1}/{len(found)}", 0.1 + 0.7 * index / max(1, len(found)))
-            started = time.perf_counter()
-            matrix = cv2.estimateAffinePartial2D(face.landmarks, FACE_TEMPLATE, method=cv2.LMEDS)[0]
-            crop = cv2.warpAffine(image, matrix, (FACE_SIZE, FACE_SIZE), borderMode=cv2.BORDER_CONSTANT, borderValue=BORDER_GREY)
-            timings["align"] += time.perf_counter() - started
-            started = time.perf_counter()
-            after = restorer(crop, gfpgan_noise(options.noise_seed + index))
-            timings["restore"] += time.perf_counter() - started
+            with stage("align", face=index):
+                matrix = cv2.estimateAffinePartial2D(face.landmarks, FACE_TEMPLATE, method=cv2.LMEDS)[0]
+                crop = cv2.warpAffine(image, matrix, (FACE_SIZE, FACE_SIZE), borderMode=cv2.BORDER_CONSTANT,
+                                      borderValue=BORDER_GREY)
+            with stage("restore", span="restore face", face=index, model=options.model):
+                after = restorer(crop, gfpgan_noise(options.noise_seed + index))
             restored.append(RestoredFace(face, crop, after))
             matrices.append(matrix)
 
         progress("compositing", 0.82)
-        output = self._paste(image, restored, matrices, options, timings)
+        output = self._paste(image, restored, matrices, options, stage)
         for item in restored:
             item.after = self._apply_strength(item.before, item.after, options.strength)
         release_heap()
-        return RestoreResult(output, restored, timings)
+        return RestoreResult(output, restored, stage.timings)
 
-    def _restore_aligned(self, image, restorer, options, progress, timings) -> RestoreResult:
+    def _restore_aligned(self, image, restorer, options, progress, stage: Stages) -> RestoreResult:
         progress("restoring face 1/1", 0.1)
-        started = time.perf_counter()
-        crop = cv2.resize(image, (FACE_SIZE, FACE_SIZE))
-        timings["align"] = time.perf_counter() - started
-        started = time.perf_counter()
-        after = self._apply_strength(crop, restorer(crop, gfpgan_noise(options.noise_seed)), options.strength)
-        timings["restore"] = time.perf_counter() - started
+        with stage("align", face=0):
+            crop = cv2.resize(image, (FACE_SIZE, FACE_SIZE))
+        with stage("restore", span="restore face", face=0, model=options.model):
+            after = self._apply_strength(crop, restorer(crop, gfpgan_noise(options.noise_seed)), options.strength)
         h, w = image.shape[:2]
         face = Face((0.0, 0.0, float(w), float(h)), 1.0, FACE_TEMPLATE * [w / FACE_SIZE, h / FACE_SIZE])
-        return RestoreResult(after, [RestoredFace(face, crop, after)], timings)
+        return RestoreResult(after, [RestoredFace(face, crop, after)], stage.timings)
 
     @staticmethod
     def _apply_strength(before: np.ndarray, after: np.ndarray, strength: float) -> np.ndarray:
@@ -264,53 +261,51 @@ class Engine:
         mask[:, :edge] = mask[:, -edge:] = 0
         return mask / 255.0
 
-    def _paste(self, image, restored: list[RestoredFace], matrices, options: RestoreOptions, timings) -> np.ndarray:
+    def _paste(self, image, restored: list[RestoredFace], matrices, options: RestoreOptions, stage: Stages) -> np.ndarray:
         # Masks first: the parser's scratch memory is released before the (large) upscaled
         # output exists, so the two never add up.
         masks = [None] * len(restored)
-        timings["parse"] = 0.0
         if options.blend_mask == "parse" and options.strength > 0:
-            started = time.perf_counter()
-            masks = [self.face_mask(item.after, options.parse_size) for item in restored]
-            timings["parse"] = time.perf_counter() - started
-        started = time.perf_counter()
+            with stage("parse"):
+                masks = [self.face_mask(item.after, options.parse_size) for item in restored]
         height, width = image.shape[:2]
         scale = options.upscale
         out_w, out_h = int(width * scale), int(height * scale)
         background = image
         if options.background == "realesrgan":
             # As GFPGANer with a bg_upsampler: Real-ESRGAN's x2, then Lanczos to the exact size.
-            background = self.background_upsampler().upscale(image)
-            timings["background"] = time.perf_counter() - started
-            started = time.perf_counter()
-        output = cv2.resize(background, (out_w, out_h), interpolation=cv2.INTER_LANCZOS4)
+            with stage("background"):
+                background = self.background_upsampler().upscale(image)
+        with stage("upscale"):
+            output = cv2.resize(background, (out_w, out_h), interpolation=cv2.INTER_LANCZOS4)
         del background
-        timings["upscale"] = time.perf_counter() - started
-        timings["paste"] = 0.0
-        for item, matrix, mask_face in zip(restored, matrices, masks):
-            inverse = cv2.invertAffineTransform(matrix) * scale
-            if scale > 1:
-                inverse[:, 2] += 0.5 * scale  # GFPGAN's sub-pixel correction for upscaled output
-            if options.strength <= 0:
-                continue
-            started = time.perf_counter()
-            x0, y0, x1, y1 = _covered_rect(inverse, FACE_SIZE, 3.0, out_w, out_h)
-            if x1 <= x0 or y1 <= y0:
-                continue
-            local = inverse.copy()
-            local[:, 2] -= (x0, y0)
-            size = (x1 - x0, y1 - y0)
-            face = cv2.warpAffine(item.after, local, size)
-            if options.blend_mask == "parse":
-                # facexlib passes flags=3 (INTER_AREA), which warpAffine treats as bilinear:
-                # no overshoot, so the mask stays in [0, 1] and the blend in [0, 255].
-                mask = cv2.warpAffine(mask_face, local, size, flags=cv2.INTER_LINEAR).astype(np.float32)
-                inside = None
-            else:
-                mask, inside = self._box_mask(local, size, scale)
-            self._blend(output[y0:y1, x0:x1], face, mask, inside, np.float32(min(1.0, options.strength)))
-            timings["paste"] += time.perf_counter() - started
+        with stage("paste"):
+            for item, matrix, mask_face in zip(restored, matrices, masks):
+                if options.strength > 0:
+                    self._paste_one(output, item.after, matrix, mask_face, options)
         return output
+
+    def _paste_one(self, output: np.ndarray, after: np.ndarray, matrix, mask_face, options: RestoreOptions) -> None:
+        scale = options.upscale
+        out_h, out_w = output.shape[:2]
+        inverse = cv2.invertAffineTransform(matrix) * scale
+        if scale > 1:
+            inverse[:, 2] += 0.5 * scale  # GFPGAN's sub-pixel correction for upscaled output
+        x0, y0, x1, y1 = _covered_rect(inverse, FACE_SIZE, 3.0, out_w, out_h)
+        if x1 <= x0 or y1 <= y0:
+            return
+        local = inverse.copy()
+        local[:, 2] -= (x0, y0)
+        size = (x1 - x0, y1 - y0)
+        face = cv2.warpAffine(after, local, size)
+        if options.blend_mask == "parse":
+            # facexlib passes flags=3 (INTER_AREA), which warpAffine treats as bilinear:
+            # no overshoot, so the mask stays in [0, 1] and the blend in [0, 255].
+            mask = cv2.warpAffine(mask_face, local, size, flags=cv2.INTER_LINEAR).astype(np.float32)
+            inside = None
+        else:
+            mask, inside = self._box_mask(local, size, scale)
+        self._blend(output[y0:y1, x0:x1], face, mask, inside, np.float32(min(1.0, options.strength)))
 
     @staticmethod
     def _blend(region: np.ndarray, face: np.ndarray, mask: np.ndarray, inside, strength: np.float32) -> np.ndarray:

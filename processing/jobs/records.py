@@ -18,6 +18,8 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableClient, UpdateMode
 
+from .. import telemetry
+
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
 TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
 # Which transitions exist; anything else is a bug or a lost race.
@@ -134,6 +136,12 @@ def from_entity(entity: dict[str, Any]) -> Job:
         values[name] = value
     metadata = getattr(entity, "metadata", {}) or {}
     return Job(id=entity["PartitionKey"], etag=metadata.get("etag"), **values)
+
+
+def _ended(job: Job) -> None:
+    """Every job's end passes here (finish, fail): counted by outcome and error code."""
+    seconds = (job.finished_at - job.created_at).total_seconds() if job.finished_at else None
+    telemetry.job_ended(job.status, job.error_code, seconds)
 
 
 class JobRepository:
@@ -258,9 +266,11 @@ class JobRepository:
         job.progress = 1.0 if status == SUCCEEDED else job.progress
         job.lease_owner, job.lease_until = "", None
         try:
-            return self.save(job, status)
+            saved = self.save(job, status)
         except (ResourceModifiedError, JobNotFound):
             raise LeaseLost(job.id) from None
+        _ended(saved)
+        return saved
 
     def fail(self, job_id: str, code: str, reason: str) -> Job | None:
         """Mark a job failed from whatever non-terminal state it is in (poison messages,
@@ -280,11 +290,13 @@ class JobRepository:
             job.stage = "failed"
             job.lease_owner, job.lease_until = "", None
             try:
-                return self.save(job, FAILED)
+                saved = self.save(job, FAILED)
             except ResourceModifiedError:
                 continue
             except JobNotFound:
                 return None
+            _ended(saved)
+            return saved
 
     def fail_unreadable(self, job_id: str, code: str, reason: str) -> None:
         """Mark failed a row that cannot be read (no ETag dance: there is nothing to merge
@@ -298,7 +310,8 @@ class JobRepository:
         try:
             self.table.update_entity(entity, mode=UpdateMode.MERGE)
         except ResourceNotFoundError:
-            pass
+            return
+        telemetry.job_ended(FAILED, code)
 
     def waiting_in_batches(self, created_before: datetime) -> Iterator[Job]:
         return self.query(
