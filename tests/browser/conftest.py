@@ -12,11 +12,18 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 
 # Runs before any page script: CSP violations are reported here even when the console says nothing.
+# They are kept in sessionStorage (one per tab) so that a reload, which several tests do, does not
+# wipe what the page before it violated.
 WATCH_CSP = """
-window.__cspViolations = [];
-document.addEventListener("securitypolicyviolation", (e) => {
-  window.__cspViolations.push(`${e.violatedDirective} blocked ${e.blockedURI || "inline"}`);
-});
+(() => {
+  const key = "__cspViolations";
+  const seen = JSON.parse(sessionStorage.getItem(key) || "[]");
+  window.__cspViolations = seen;
+  document.addEventListener("securitypolicyviolation", (e) => {
+    seen.push(`${e.violatedDirective} blocked ${e.blockedURI || "inline"}`);
+    sessionStorage.setItem(key, JSON.stringify(seen));
+  });
+})();
 """
 
 
@@ -61,10 +68,14 @@ class PageWatch:
         page.on("pageerror", lambda error: self.errors.append(f"uncaught: {error}"))
 
     def csp_violations(self) -> list[str]:
+        """What the probe recorded. Read it before the page closes: a probe that cannot be read, or
+        that is not running on the page, fails the check rather than passing for 'no violations'."""
         try:
-            return self.page.evaluate("window.__cspViolations || []")
-        except Exception:  # the page is closing
-            return []
+            violations = self.page.evaluate("window.__cspViolations")
+        except Exception as error:
+            raise AssertionError(f"could not read the CSP probe: {error}") from error
+        assert isinstance(violations, list), f"the CSP probe is not running (window.__cspViolations is {violations!r})"
+        return violations
 
     def assert_clean(self, allow: tuple[str, ...] = ()) -> None:
         """No console errors (except those containing an allowed fragment) and no CSP violations."""
