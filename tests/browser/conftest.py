@@ -90,9 +90,13 @@ def open_page(context, url: str):
     page.add_init_script(WATCH_CSP)
     watch = PageWatch(page)
     response = page.goto(url)
-    assert response is not None and response.ok
+    assert response is not None and response.status == 200, response and response.status
     # The page must be running under the strict policy the API sends, or the checks prove nothing.
     csp = response.headers.get("content-security-policy", "")
     assert "script-src 'self'" in csp and "style-src 'self'" in csp and "unsafe-inline" not in csp
-    page.wait_for_selector("#opt-strength")  # options are built from /api/info
+    try:
+        page.wait_for_selector("#opt-strength")  # options are built from /api/info
+    except Exception as error:
+        # A script that failed to load or run says why in the console, not in the timeout.
+        raise AssertionError(f"the page did not build its options; console: {watch.errors}") from error
     return page, watch
