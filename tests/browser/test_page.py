@@ -12,6 +12,7 @@ import time
 
 import httpx
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from tests.browser.conftest import open_page
 
@@ -45,46 +46,83 @@ def context(browser, stack):
     context.close()
 
 
+# Every state a card is rendered in, and the stage texts it shows while waiting or running, recorded
+# in the page as they happen (a render is one task, so no state is missed between two looks).
+RECORD_CARD = """() => {
+    const log = window.__cardLog = { statuses: [], stages: [] };
+    new MutationObserver(() => {
+        const card = document.querySelector(".job");
+        if (!card) return;
+        const status = card.dataset.status;
+        if (log.statuses[log.statuses.length - 1] !== status) log.statuses.push(status);
+        const stage = card.querySelector(".stage-text").textContent;
+        if ((status === "queued" || status === "running") && !log.stages.includes(stage)) log.stages.push(stage);
+    }).observe(document.querySelector("#jobs"), { subtree: true, childList: true, characterData: true, attributes: true });
+}"""
+
+# Counts the page's status requests as it makes them, so a count read later is exact.
+COUNT_STATUS_POLLS = r"""(() => {
+  window.__statusPolls = 0;
+  const pageFetch = window.fetch;
+  window.fetch = function (input, init) {
+    if (/\/api\/jobs\/\w+$/.test(String(input))) window.__statusPolls += 1;
+    return pageFetch.call(this, input, init);
+  };
+})();"""
+
+
 @pytest.fixture(scope="module")
-def restored(context, stack, astronaut_png, tmp_path_factory):
-    """Upload the astronaut through the page and follow its card to done. Returns what was seen."""
+def restored(browser, context, stack, astronaut_png, tmp_path_factory):
+    """Upload the astronaut through the page and follow its card to done. Returns what was seen.
+
+    The upload runs in a context of its own whose clock Playwright controls (time flows as usual
+    until the end, when two minutes are skipped to show that no poll follows "succeeded"); what that
+    page remembers (the job, the options) is then handed to the shared context."""
     photo = tmp_path_factory.mktemp("photos") / "astronaut.png"
     photo.write_bytes(astronaut_png)
-    page, watch = open_page(context, stack.url)
+    own = browser.new_context(viewport={"width": 1280, "height": 900})
+    own.clock.install()
+    own.add_init_script(COUNT_STATUS_POLLS)
+    page, watch = open_page(own, stack.url)
     status_requests: list[float] = []
     page.on("request", lambda r: r.method == "GET" and re.search(r"/api/jobs/\w+$", r.url)
             and status_requests.append(time.monotonic()))
 
     page.click(".options-more summary")
     page.click("label[for=opt-blend_mask-box]")  # "Soft square": skips the parsing network, quicker
+    page.evaluate(RECORD_CARD)
     page.set_input_files("#file-input", str(photo))
 
     card = page.locator(".job").first
-    seen: list[str] = []
-    stages: set[str] = set()
     started = time.monotonic()
-    deadline = started + 150
-    while time.monotonic() < deadline:
-        status = card.get_attribute("data-status")
-        if not seen or seen[-1] != status:
-            seen.append(status)
-        if status in ("queued", "running"):
-            stages.add(card.locator(".stage-text").inner_text())
-        if status in ("succeeded", "failed", "rejected"):
-            break
-        time.sleep(0.1)
+    ended = ", ".join(f".job[data-status={s}]" for s in ("succeeded", "failed", "rejected", "cancelled"))
+    try:
+        page.wait_for_selector(ended, state="attached", timeout=150_000)
+    except PlaywrightTimeoutError:
+        pytest.fail(f"the card never finished: {card.inner_text()}\n{stack.logs()}")
     finished = time.monotonic()
+    polls = len(status_requests)
+    log = page.evaluate("window.__cardLog")
     job_id = card.get_attribute("data-job-id")
-    assert seen[-1] == "succeeded", (seen, card.inner_text(), stack.logs())
-    # Stop polling at a terminal state: no status request after the one that said "succeeded".
-    polls_at_done = len(status_requests)
-    page.wait_for_timeout(2500)
+    assert log["statuses"][-1] == "succeeded", (log, card.inner_text(), stack.logs())
+    # Stop polling at a terminal state: two minutes on (every delay the page may choose is at most
+    # one), still no status request after the one that said "succeeded".
+    polls_at_done = page.evaluate("window.__statusPolls")
+    page.clock.run_for("02:00")
+    polls_after = page.evaluate("window.__statusPolls") - polls_at_done
     result = {
-        "job_id": job_id, "seen": seen, "stages": stages, "polls": polls_at_done,
-        "polls_after": len(status_requests) - polls_at_done, "seconds": finished - started,
+        "job_id": job_id, "seen": log["statuses"], "stages": set(log["stages"]), "polls": polls,
+        "polls_after": polls_after, "seconds": finished - started,
     }
     watch.assert_clean()
+    remembered = page.evaluate("() => ({ ...localStorage })")
     page.close()
+    own.close()
+
+    shared = context.new_page()
+    shared.goto(f"{stack.url}/api/health")  # the page's origin, without running the page
+    shared.evaluate("items => { for (const [key, value] of Object.entries(items)) localStorage.setItem(key, value); }", remembered)
+    shared.close()
     return result
 
 
