@@ -20,6 +20,7 @@ pytestmark = pytest.mark.browser
 
 # Chromium logs every 4xx/5xx answer as a console error; tests that provoke one allow exactly that.
 LOAD_FAILED = "Failed to load resource: the server responded with a status of"
+JOBS_KEY = "face-restore.jobs.v1"  # where the page remembers its photos (localStorage)
 
 
 def clip_left(page) -> float:
@@ -217,9 +218,16 @@ def test_side_by_side_zoom_and_face_crops(context, stack, restored):
     left_pane = card.locator(".sbs .stage").first.bounding_box()
     page.mouse.move(left_pane["x"] + left_pane["width"] / 2, left_pane["y"] + left_pane["height"] / 2)
     page.mouse.wheel(-80, -60)
-    page.wait_for_timeout(300)
-    after = page.eval_on_selector_all(".sbs .scroller", scroll_positions)
-    assert after[0] != before[0] and after[0] == after[1], (before, after)
+    # Until, in one frame, the left pane has moved and the right one stands where it does.
+    together = """before => {
+        const now = [...document.querySelectorAll('.sbs .scroller')].map(s => [s.scrollLeft, s.scrollTop]);
+        const moved = now[0][0] !== before[0][0] || now[0][1] !== before[0][1];
+        return moved && now[0][0] === now[1][0] && now[0][1] === now[1][1];
+    }"""
+    try:
+        page.wait_for_function(together, arg=before, polling="raf", timeout=5000)
+    except PlaywrightTimeoutError:
+        pytest.fail(f"the panes did not scroll together: {before} -> {page.eval_on_selector_all('.sbs .scroller', scroll_positions)}")
 
     card.get_by_role("button", name="Slider").click()
     card.get_by_role("button", name="Zoom the comparison to face 1").click()
@@ -385,11 +393,13 @@ def test_several_photos_form_a_batch_with_one_zip(context, stack, restored, astr
 
     # "Download all" across the page: the batch as its zip plus the single photo.
     downloads = []
-    page.on("download", lambda download: downloads.append(download))
-    page.get_by_role("button", name="Download all (3)").click()
-    deadline = time.monotonic() + 10
-    while len(downloads) < 2 and time.monotonic() < deadline:
-        page.wait_for_timeout(100)
+
+    def second_download(download) -> bool:
+        downloads.append(download)
+        return len(downloads) == 2
+
+    with page.expect_event("download", predicate=second_download, timeout=10000):
+        page.get_by_role("button", name="Download all (3)").click()
     assert sorted(d.suggested_filename for d in downloads) == sorted(
         ["astronaut-restored.png", f"restored-{batch_id[:8]}.zip"])
 
@@ -476,11 +486,13 @@ def test_reload_keeps_job_and_delete_removes_it(context, stack, restored):
     confirm.click()
     card.wait_for(state="detached", timeout=10000)
     assert httpx.get(f"{stack.url}/api/jobs/{job_id}", timeout=10).status_code == 404
-    stored = page.evaluate("localStorage.getItem('face-restore.jobs.v1')")
+    stored = page.evaluate(f"localStorage.getItem('{JOBS_KEY}')")
     assert job_id not in (stored or "")
+    # Once the page has restored its list it writes it back (dropping expired entries): a space
+    # added here is gone then, and only then can "not in the list" mean anything.
+    page.evaluate("key => localStorage.setItem(key, (localStorage.getItem(key) || '[]') + ' ')", JOBS_KEY)
     page.reload()
-    page.wait_for_selector("#opt-strength")
-    page.wait_for_timeout(500)
+    page.wait_for_function("key => !localStorage.getItem(key).endsWith(' ')", arg=JOBS_KEY)
     assert page.locator(f".job[data-job-id='{job_id}']").count() == 0
     watch.assert_clean()
     page.close()
