@@ -35,9 +35,12 @@ def slider_value(page) -> int:
     return int(page.get_attribute(".job [role=slider]", "aria-valuenow"))
 
 
-def images_loaded(page, selector: str) -> bool:
-    return page.eval_on_selector_all(
-        selector, "imgs => imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0)")
+def wait_for_images(page, selector: str) -> None:
+    """Until every image the selector matches has loaded; none at all does not count as loaded."""
+    page.wait_for_function("""selector => {
+        const imgs = [...document.querySelectorAll(selector)];
+        return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0);
+    }""", arg=selector)
 
 
 @pytest.fixture(scope="module")
@@ -202,12 +205,12 @@ def test_side_by_side_zoom_and_face_crops(context, stack, restored):
     # Per-face before/after crops, from faces[i].before/after.
     faces = card.locator(".face")
     assert faces.count() == 1
-    page.wait_for_function("() => [...document.querySelectorAll('.face img')].every(i => i.complete && i.naturalWidth > 0)")
+    wait_for_images(page, ".face img")
     assert "1 face restored" in card.locator(".result-facts").inner_text()
 
     card.get_by_role("button", name="Side by side").click()
     assert card.locator(".sbs").is_visible() and not card.locator(".slider-stage").is_visible()
-    page.wait_for_function("() => [...document.querySelectorAll('.sbs img')].every(i => i.complete && i.naturalWidth > 0)")
+    wait_for_images(page, ".sbs img")
     card.get_by_role("button", name="Zoom 2 times").click()
     widths = page.eval_on_selector_all(".sbs .canvas", "cs => cs.map(c => c.getBoundingClientRect().width / c.parentElement.clientWidth)")
     assert all(abs(w - 2) < 0.05 for w in widths), widths
@@ -256,7 +259,7 @@ def test_download_matches_api_result(context, stack, restored, artifacts):
     from_api = httpx.get(f"{stack.url}/api/jobs/{restored['job_id']}/result", timeout=30).content
     assert from_page == from_api and from_page.startswith(b"\x89PNG")
 
-    page.wait_for_function("() => [...document.querySelectorAll('.job img')].every(i => i.complete && i.naturalWidth > 0)")
+    wait_for_images(page, ".job img")
     page.screenshot(path=str(artifacts / "page-desktop.png"), full_page=True)
     watch.assert_clean()
     page.close()
@@ -274,7 +277,7 @@ def test_phone_layout_and_touch(browser, stack, restored, artifacts):
         page.reload()
         card = page.locator(f".job[data-job-id='{restored['job_id']}']")
         card.locator(".viewer").wait_for(timeout=15000)
-        page.wait_for_function("() => [...document.querySelectorAll('.job img')].every(i => i.complete && i.naturalWidth > 0)")
+        wait_for_images(page, ".job img")
         assert page.evaluate("document.documentElement.scrollWidth") <= 390
         stage = card.locator(".slider-stage")
         stage.scroll_into_view_if_needed()
