@@ -2,18 +2,18 @@
  * one zip at the end. Its photos are compact job cards inside it. An API without batches gets
  * the photos one by one instead. */
 
-import { apiFetch, apiUrl, batchForm, forget, postForm, serverNow } from "./api.js";
-import { ACTIVE, backOff, deleteWithConfirmation, MAX_UPLOAD_RETRIES, setProgress, showError } from "./card-parts.js";
-import { $, announce, h, nextId } from "./dom.js";
-import { explain } from "./errors.js";
-import { clamp, clock, megabytes, timeLeft } from "./format.js";
+import { apiUrl, batchForm, forget, postForm, serverNow } from "./api.js";
+import { ACTIVE, Card, RETRYABLE } from "./card.js";
+import { $, announce, h } from "./dom.js";
+import { clock, megabytes, timeLeft } from "./format.js";
 import { JobCard } from "./job-card.js";
 import { updateDownloadAll, updateEmpty } from "./job-list.js";
 import { optionSummary, submissionFields } from "./options-form.js";
 import { state, store } from "./store.js";
 
-export class BatchGroup {
+export class BatchGroup extends Card {
   constructor({ files = null, options = null, id = null, memo = null }) {
+    super({ template: "#batch-template", root: ".batch", labelled: ".batch-card", titlePrefix: "batch-title" });
     this.kind = "batch";
     this.files = files; // [{file, name}] until the server has them
     this.options = options;
@@ -26,21 +26,8 @@ export class BatchGroup {
     this.shownRejected = new Set();
     this.pendingExpiry = memo && memo.expires_at;
     this.localStatus = id ? null : "uploading";
-    this.uploadProgress = 0;
-    this.uploadAttempts = 0;
-    this.pollErrors = 0;
-    this.pollNote = "";
 
-    const fragment = $("#batch-template").content.cloneNode(true);
-    this.el = fragment.querySelector(".batch");
-    this.q = (selector) => this.el.querySelector(selector);
-    const titleId = nextId("batch-title");
-    this.q(".job-name").id = titleId;
-    this.q(".job-name").tabIndex = -1;
-    this.q(".batch-card").setAttribute("aria-labelledby", titleId);
     this.list = this.q(".batch-jobs");
-    this.q(".remove").addEventListener("click", () => this.onRemove());
-    this.q(".retry").addEventListener("click", () => this.upload());
     if (id) this.el.dataset.batchId = id;
     if (files) {
       this.list.replaceChildren(...files.map(({ name, file }) =>
@@ -99,16 +86,7 @@ export class BatchGroup {
         this.splitIntoSingles(); // an API without batches: one job per photo instead
         return;
       }
-      const how = explain(error);
-      if (how.auto && this.uploadAttempts < MAX_UPLOAD_RETRIES) {
-        this.uploadAttempts += 1;
-        const seconds = error.retryAfter ?? Math.min(60, 2 ** this.uploadAttempts);
-        this.localStatus = "waiting";
-        this.waitUntil = Date.now() + seconds * 1000;
-        this.waitReason = how.title;
-        this.render();
-        this.timer = setTimeout(() => { if (!this.removed) this.upload(); }, seconds * 1000);
-      } else {
+      if (!this.retryLater(error)) {
         this.localStatus = "rejected";
         this.error = error.code === "file_too_large"
           ? { code: "batch_too_large", message: error.message } : error;
@@ -118,11 +96,15 @@ export class BatchGroup {
     });
   }
 
+  retry() {
+    this.upload();
+  }
+
   explain(error) {
     if (error.code === "batch_too_large") {
       return { title: "Together these photos are too big to send at once.", next: "Add them in smaller groups." };
     }
-    return explain(error);
+    return super.explain(error);
   }
 
   splitIntoSingles() {
@@ -136,39 +118,19 @@ export class BatchGroup {
 
   // -- polling -----------------------------------------------------------------------------
 
-  schedulePoll(seconds) {
-    clearTimeout(this.timer);
-    let delay = clamp(seconds, 0.5, 60);
-    if (document.hidden) delay = Math.max(delay, 5);
-    this.timer = setTimeout(() => this.poll(), delay * 1000);
+  statusPath() {
+    return `/api/batches/${this.id}`;
   }
 
-  async poll() {
-    this.timer = null;
-    if (this.removed || !this.id) return;
-    try {
-      const { body, retryAfter } = await apiFetch(`/api/batches/${this.id}`);
-      if (this.removed) return;
-      this.pollErrors = 0;
-      this.pollNote = "";
-      this.setRecord(body);
-      if (!body.done) this.schedulePoll(retryAfter ?? 1);
-    } catch (error) {
-      if (this.removed) return;
-      if (error.status === 404) {
-        announce("A group of photos is no longer on the server and was removed from the list.");
-        this.destroy();
-        return;
-      }
-      backOff(this, error);
-    }
+  received(body, retryAfter) {
+    this.setRecord(body);
+    if (!body.done) this.schedulePoll(retryAfter ?? 1);
   }
 
-  pollNow() {
-    if (this.timer && this.id && !this.terminal && !this.localStatus) {
-      clearTimeout(this.timer);
-      this.poll();
-    }
+  /** The server no longer knows the batch (expired, deleted elsewhere). */
+  gone() {
+    announce("A group of photos is no longer on the server and was removed from the list.");
+    this.destroy();
   }
 
   setRecord(view) {
@@ -226,14 +188,13 @@ export class BatchGroup {
   }
 
   async onRemove() {
-    const button = this.q(".remove");
     if (!this.id) {
       if (this.abortUpload) this.abortUpload();
       clearTimeout(this.timer);
       this.destroy(true);
       return;
     }
-    await deleteWithConfirmation(this, button, {
+    await this.confirmThenDelete({
       ask: true,
       prompt: "Delete all for good?",
       label: "Confirm: delete every photo of this group from the server",
@@ -280,11 +241,7 @@ export class BatchGroup {
     const summary = optionSummary(this.options || (this.cards.find((card) => card.record && card.record.options) || {}).record?.options);
     if (summary) meta.push(summary);
     this.q(".job-meta").textContent = meta.join(" · ");
-    const pills = { loading: "Checking…", uploading: "Uploading", waiting: "Waiting", rejected: "Not accepted",
-      queued: "In line", running: "Restoring", succeeded: "Done", failed: "Failed" };
-    const pill = this.q(".pill");
-    pill.textContent = pills[status] || status;
-    pill.className = `pill pill-${status}`;
+    this.showPill(status);
 
     const block = this.q(".progress-block");
     block.hidden = !ACTIVE.has(status);
@@ -295,23 +252,18 @@ export class BatchGroup {
         fraction = this.uploadProgress * 0.999;
         text = this.uploadProgress >= 1 ? "Checking the photos…" : `Uploading ${count} photos… ${Math.round(this.uploadProgress * 100)}%`;
       } else if (status === "waiting") {
-        text = `${this.waitReason} Sending again in ${Math.max(0, Math.ceil((this.waitUntil - Date.now()) / 1000))}\u00a0s.`;
+        text = this.waitingText();
       } else if (r) {
         fraction = r.progress || 0;
         const finished = (c.succeeded || 0) + (c.failed || 0) + (c.cancelled || 0);
         text = `${finished} of ${r.total} finished`;
       }
       if (this.pollNote) text = this.pollNote;
-      setProgress(this.el, fraction, text, `Progress of ${count} photos`, status === "waiting" || status === "loading");
+      this.showProgress(fraction, text, `Progress of ${count} photos`, status === "waiting" || status === "loading");
       const since = r && Date.parse(r.created_at);
       this.q(".elapsed").textContent = since ? clock((serverNow() - since) / 1000) : "";
     }
-    showError(this.el, status === "rejected" ? this.error : null);
-    if (status === "rejected") {
-      const how = this.explain(this.error);
-      this.q(".job-error-title").textContent = how.title;
-      this.q(".job-error-next").textContent = how.next;
-    }
+    this.showError(status === "rejected" ? this.error : null);
 
     const zip = this.q(".zip");
     const zipReady = r && r.done && c.succeeded > 0 && r.links && r.links.zip;
@@ -321,16 +273,9 @@ export class BatchGroup {
       zip.setAttribute("download", `restored-${this.id.slice(0, 8)}.zip`);
       zip.textContent = `Download all ${c.succeeded} (zip)`;
     }
-    this.q(".retry").hidden = !(status === "rejected" && this.files && ["network", "busy", "rate_limited",
-      "storage_unavailable", "server_error", "internal_error", "invalid_request", "auth_required"].includes(this.error.code));
-    const remove = this.q(".remove");
-    if (!this.confirming) {
-      const label = !this.id ? (status === "rejected" ? "Dismiss" : "Cancel") : this.terminal ? "Delete all" : "Cancel all";
-      remove.textContent = label;
-      remove.classList.remove("btn-danger");
-      remove.disabled = false;
-      remove.setAttribute("aria-label", `${label}: ${count} photos`);
-    }
+    this.q(".retry").hidden = !(status === "rejected" && this.files && RETRYABLE.has(this.error.code));
+    const label = !this.id ? (status === "rejected" ? "Dismiss" : "Cancel") : this.terminal ? "Delete all" : "Cancel all";
+    this.labelRemove(label, `${label}: ${count} photos`);
     const expiry = this.q(".expiry");
     const expires = r && r.expires_at ? Date.parse(r.expires_at) : NaN;
     expiry.textContent = Number.isFinite(expires) && r.done ? `Kept for ${timeLeft(expires - serverNow())}` : "";

@@ -2,8 +2,8 @@
  * (batch-group.js) is compact, is updated from the group's summary, and opens its comparison only
  * on request (a group may hold dozens of photos). */
 
-import { apiFetch, apiUrl, forget, jobForm, localTime, postForm, serverNow, TERMINAL } from "./api.js";
-import { ACTIVE, backOff, deleteWithConfirmation, MAX_UPLOAD_RETRIES, setProgress, showError } from "./card-parts.js";
+import { apiUrl, forget, jobForm, localTime, postForm, serverNow, TERMINAL } from "./api.js";
+import { ACTIVE, Card, RETRYABLE } from "./card.js";
 import { $, announce, h, nextId } from "./dom.js";
 import { explain } from "./errors.js";
 import { clamp, clock, duration, megabytes, ordinal, timeLeft } from "./format.js";
@@ -20,8 +20,9 @@ const NO_THUMB = `data:image/svg+xml,${encodeURIComponent(
   '<g fill="none" stroke="#8a93a3" stroke-width="2.5" stroke-linejoin="round"><rect x="11" y="14" width="26" height="20" rx="3"/>' +
   '<path d="M13 31l7-6 5 4 4-3 6 5"/></g><circle cx="19" cy="21" r="2.5" fill="#8a93a3"/></svg>')}`;
 
-export class JobCard {
+export class JobCard extends Card {
   constructor({ file = null, filename, options = null, record = null, id = null, batch = null }) {
+    super({ template: "#job-template", root: ".job", labelled: "article", titlePrefix: "job-title" });
     this.kind = "job";
     this.file = file;
     this.filename = filename || (file && file.name) || "photo";
@@ -32,24 +33,10 @@ export class JobCard {
     this.id = id || (record && record.id) || null;
     this.batch = batch;
     this.localStatus = null; // uploading | waiting | rejected: not (yet) a job on the server
-    this.uploadProgress = 0;
-    this.uploadAttempts = 0;
-    this.pollErrors = 0;
-    this.timer = null;
-    this.pollNote = "";
     this.expanded = !batch;
     this.thumbUrl = file && file.type.startsWith("image/") ? URL.createObjectURL(file) : null;
 
-    const fragment = $("#job-template").content.cloneNode(true);
-    this.el = fragment.querySelector(".job");
     this.el.classList.toggle("compact", !!batch);
-    const titleId = nextId("job-title");
-    this.q = (selector) => this.el.querySelector(selector);
-    this.q(".job-name").id = titleId;
-    this.q(".job-name").tabIndex = -1;
-    this.q("article").setAttribute("aria-labelledby", titleId);
-    this.q(".remove").addEventListener("click", () => this.onRemove());
-    this.q(".retry").addEventListener("click", () => this.retry());
     this.q(".compare").addEventListener("click", () => this.toggleCompare());
     const thumb = this.q(".thumb");
     thumb.loading = "lazy";
@@ -108,25 +95,8 @@ export class JobCard {
     } catch (error) {
       this.abortUpload = null;
       if (this.removed || error.code === "aborted") return;
-      const how = explain(error);
-      if (how.auto && this.uploadAttempts < MAX_UPLOAD_RETRIES) {
-        this.uploadAttempts += 1;
-        this.waitThenUpload(error.retryAfter ?? Math.min(60, 2 ** this.uploadAttempts), how);
-      } else {
-        this.reject(error);
-      }
+      if (!this.retryLater(error)) this.reject(error);
     }
-  }
-
-  waitThenUpload(seconds, how) {
-    this.localStatus = "waiting";
-    this.waitUntil = Date.now() + seconds * 1000;
-    this.waitReason = how.title;
-    this.render();
-    this.timer = setTimeout(() => {
-      this.timer = null;
-      if (!this.removed) this.upload();
-    }, seconds * 1000);
   }
 
   reject(error) {
@@ -138,40 +108,19 @@ export class JobCard {
 
   // -- polling -----------------------------------------------------------------------------
 
-  schedulePoll(seconds) {
-    clearTimeout(this.timer);
+  pollFloor() {
     // Many photos in progress share the read budget: spread their polls out.
-    const busy = state.items.filter((item) => item.kind === "job" && !item.terminal).length;
-    let delay = clamp(Math.max(seconds, busy / 4), 0.5, 60);
-    if (document.hidden) delay = Math.max(delay, 5); // a background tab needs no second-by-second updates
-    this.timer = setTimeout(() => this.poll(), delay * 1000);
+    return state.items.filter((item) => item.kind === "job" && !item.terminal).length / 4;
   }
 
-  async poll() {
-    this.timer = null;
-    if (this.removed || !this.id) return;
-    try {
-      const { body, retryAfter } = await apiFetch(`/api/jobs/${this.id}`);
-      if (this.removed) return;
-      this.pollErrors = 0;
-      this.pollNote = "";
-      this.setRecord(body, true);
-      if (!TERMINAL.has(body.status) && !this.batch) this.schedulePoll(retryAfter ?? 1);
-    } catch (error) {
-      if (this.removed) return;
-      if (error.status === 404) {
-        this.gone();
-        return;
-      }
-      backOff(this, error);
-    }
+  statusPath() {
+    return `/api/jobs/${this.id}`;
   }
 
-  pollNow() {
-    if (this.timer && this.id && !this.terminal && !this.localStatus && !this.batch) {
-      clearTimeout(this.timer);
-      this.poll();
-    }
+  received(body, retryAfter) {
+    this.setRecord(body, true);
+    // A photo of a batch is followed through the batch's summary.
+    if (!TERMINAL.has(body.status) && !this.batch) this.schedulePoll(retryAfter ?? 1);
   }
 
   /** From the batch's summary: status, stage, progress, error, links. */
@@ -217,7 +166,6 @@ export class JobCard {
   }
 
   async onRemove() {
-    const button = this.q(".remove");
     if (!this.id || this.localStatus) {
       // Not on the server: cancel the upload or dismiss the message.
       if (this.abortUpload) this.abortUpload();
@@ -227,7 +175,7 @@ export class JobCard {
       return;
     }
     // Deleting a finished result is for good: ask once, in place.
-    await deleteWithConfirmation(this, button, {
+    await this.confirmThenDelete({
       ask: Boolean(this.record && this.record.status === "succeeded"),
       prompt: "Delete for good?",
       label: `Confirm: delete ${this.filename} from the server`,
@@ -313,13 +261,7 @@ export class JobCard {
     if (summary && status !== "rejected") meta.push(summary);
     this.q(".job-meta").textContent = meta.join(" · ");
 
-    const pills = {
-      loading: "Checking…", uploading: "Uploading", waiting: "Waiting", rejected: "Not accepted",
-      queued: "In line", running: "Restoring", succeeded: "Done", failed: "Failed", cancelled: "Cancelled",
-    };
-    const pill = this.q(".pill");
-    pill.textContent = pills[status] || status;
-    pill.className = `pill pill-${status}`;
+    this.showPill(status);
 
     this.renderProgress(status);
     this.renderError(status);
@@ -340,8 +282,7 @@ export class JobCard {
       fraction = this.uploadProgress * 0.999;
       stage = this.uploadProgress >= 1 ? "Checking the photo…" : `Uploading… ${Math.round(this.uploadProgress * 100)}%`;
     } else if (status === "waiting") {
-      const left = Math.max(0, Math.ceil((this.waitUntil - Date.now()) / 1000));
-      stage = `${this.waitReason} Sending again in ${left}\u00a0s.`;
+      stage = this.waitingText();
     } else if (status === "loading") {
       stage = "Checking status…";
     } else if (status === "queued") {
@@ -353,7 +294,7 @@ export class JobCard {
       stage = text.charAt(0).toUpperCase() + text.slice(1);
     }
     if (this.pollNote) stage = this.pollNote;
-    setProgress(this.el, fraction, stage, `Progress of ${this.filename}`,
+    this.showProgress(fraction, stage, `Progress of ${this.filename}`,
       status === "queued" || status === "waiting" || status === "loading");
     this.renderElapsed();
   }
@@ -375,7 +316,7 @@ export class JobCard {
     if (status === "rejected") error = this.error;
     else if (status === "failed") error = (this.record && this.record.error) || { code: "failed", message: "" };
     else if (status === "cancelled") error = { code: "cancelled", message: "" };
-    showError(this.el, error);
+    this.showError(error);
   }
 
   renderActions(status) {
@@ -397,19 +338,13 @@ export class JobCard {
     compare.textContent = this.expanded ? "Hide comparison" : "Compare";
     compare.setAttribute("aria-label", `${compare.textContent} for ${this.filename}`);
     const retryable = status === "failed" || status === "cancelled" ||
-      (status === "rejected" && this.error && ["invalid_request", "crop_outside_image", "network", "busy",
-        "rate_limited", "storage_unavailable", "server_error", "internal_error", "auth_required"].includes(this.error.code));
+      (status === "rejected" && this.error && (RETRYABLE.has(this.error.code) || this.error.code === "crop_outside_image"));
     retry.hidden = !retryable || (!this.file && !this.id);
     retry.setAttribute("aria-label", `Try ${this.filename} again`);
     remove.hidden = status === "loading";
-    if (!this.confirming) {
-      const local = !this.id || this.localStatus;
-      const label = local ? (status === "rejected" ? "Dismiss" : "Cancel") : TERMINAL.has(status) ? "Delete" : "Cancel";
-      remove.textContent = label;
-      remove.classList.remove("btn-danger");
-      remove.disabled = false;
-      remove.setAttribute("aria-label", `${label} ${this.filename}`);
-    }
+    const local = !this.id || this.localStatus;
+    const label = local ? (status === "rejected" ? "Dismiss" : "Cancel") : TERMINAL.has(status) ? "Delete" : "Cancel";
+    this.labelRemove(label, `${label} ${this.filename}`);
     const expiry = this.q(".expiry");
     const expires = r && r.expires_at ? Date.parse(r.expires_at) : NaN;
     if (!this.batch && Number.isFinite(expires) && status === "succeeded") {

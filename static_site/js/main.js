@@ -11,7 +11,7 @@
  *   job-list.js       the list of photos and groups, "Download all"
  *   job-card.js       one photo's card, from upload to download
  *   batch-group.js    a group of photos sent together, with its zip
- *   card-parts.js     what the two kinds of card share
+ *   card.js           what both kinds of card share (their base class)
  *   viewer.js         the before/after comparison
  *   dom.js, format.js small helpers for elements and for numbers and times
  *
