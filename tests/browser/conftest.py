@@ -12,11 +12,18 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 
 # Runs before any page script: CSP violations are reported here even when the console says nothing.
+# They are kept in sessionStorage (one per tab) so that a reload, which several tests do, does not
+# wipe what the page before it violated.
 WATCH_CSP = """
-window.__cspViolations = [];
-document.addEventListener("securitypolicyviolation", (e) => {
-  window.__cspViolations.push(`${e.violatedDirective} blocked ${e.blockedURI || "inline"}`);
-});
+(() => {
+  const key = "__cspViolations";
+  const seen = JSON.parse(sessionStorage.getItem(key) || "[]");
+  window.__cspViolations = seen;
+  document.addEventListener("securitypolicyviolation", (e) => {
+    seen.push(`${e.violatedDirective} blocked ${e.blockedURI || "inline"}`);
+    sessionStorage.setItem(key, JSON.stringify(seen));
+  });
+})();
 """
 
 
@@ -61,10 +68,14 @@ class PageWatch:
         page.on("pageerror", lambda error: self.errors.append(f"uncaught: {error}"))
 
     def csp_violations(self) -> list[str]:
+        """What the probe recorded. Read it before the page closes: a probe that cannot be read, or
+        that is not running on the page, fails the check rather than passing for 'no violations'."""
         try:
-            return self.page.evaluate("window.__cspViolations || []")
-        except Exception:  # the page is closing
-            return []
+            violations = self.page.evaluate("window.__cspViolations")
+        except Exception as error:
+            raise AssertionError(f"could not read the CSP probe: {error}") from error
+        assert isinstance(violations, list), f"the CSP probe is not running (window.__cspViolations is {violations!r})"
+        return violations
 
     def assert_clean(self, allow: tuple[str, ...] = ()) -> None:
         """No console errors (except those containing an allowed fragment) and no CSP violations."""
@@ -79,9 +90,13 @@ def open_page(context, url: str):
     page.add_init_script(WATCH_CSP)
     watch = PageWatch(page)
     response = page.goto(url)
-    assert response is not None and response.ok
+    assert response is not None and response.status == 200, response and response.status
     # The page must be running under the strict policy the API sends, or the checks prove nothing.
     csp = response.headers.get("content-security-policy", "")
     assert "script-src 'self'" in csp and "style-src 'self'" in csp and "unsafe-inline" not in csp
-    page.wait_for_selector("#opt-strength")  # options are built from /api/info
+    try:
+        page.wait_for_selector("#opt-strength")  # options are built from /api/info
+    except Exception as error:
+        # A script that failed to load or run says why in the console, not in the timeout.
+        raise AssertionError(f"the page did not build its options; console: {watch.errors}") from error
     return page, watch

@@ -12,6 +12,7 @@ import time
 
 import httpx
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from tests.browser.conftest import open_page
 
@@ -19,6 +20,7 @@ pytestmark = pytest.mark.browser
 
 # Chromium logs every 4xx/5xx answer as a console error; tests that provoke one allow exactly that.
 LOAD_FAILED = "Failed to load resource: the server responded with a status of"
+JOBS_KEY = "face-restore.jobs.v1"  # where the page remembers its photos (localStorage)
 
 
 def clip_left(page) -> float:
@@ -33,9 +35,12 @@ def slider_value(page) -> int:
     return int(page.get_attribute(".job [role=slider]", "aria-valuenow"))
 
 
-def images_loaded(page, selector: str) -> bool:
-    return page.eval_on_selector_all(
-        selector, "imgs => imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0)")
+def wait_for_images(page, selector: str) -> None:
+    """Until every image the selector matches has loaded; none at all does not count as loaded."""
+    page.wait_for_function("""selector => {
+        const imgs = [...document.querySelectorAll(selector)];
+        return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0);
+    }""", arg=selector)
 
 
 @pytest.fixture(scope="module")
@@ -45,46 +50,83 @@ def context(browser, stack):
     context.close()
 
 
+# Every state a card is rendered in, and the stage texts it shows while waiting or running, recorded
+# in the page as they happen (a render is one task, so no state is missed between two looks).
+RECORD_CARD = """() => {
+    const log = window.__cardLog = { statuses: [], stages: [] };
+    new MutationObserver(() => {
+        const card = document.querySelector(".job");
+        if (!card) return;
+        const status = card.dataset.status;
+        if (log.statuses[log.statuses.length - 1] !== status) log.statuses.push(status);
+        const stage = card.querySelector(".stage-text").textContent;
+        if ((status === "queued" || status === "running") && !log.stages.includes(stage)) log.stages.push(stage);
+    }).observe(document.querySelector("#jobs"), { subtree: true, childList: true, characterData: true, attributes: true });
+}"""
+
+# Counts the page's status requests as it makes them, so a count read later is exact.
+COUNT_STATUS_POLLS = r"""(() => {
+  window.__statusPolls = 0;
+  const pageFetch = window.fetch;
+  window.fetch = function (input, init) {
+    if (/\/api\/jobs\/\w+$/.test(String(input))) window.__statusPolls += 1;
+    return pageFetch.call(this, input, init);
+  };
+})();"""
+
+
 @pytest.fixture(scope="module")
-def restored(context, stack, astronaut_png, tmp_path_factory):
-    """Upload the astronaut through the page and follow its card to done. Returns what was seen."""
+def restored(browser, context, stack, astronaut_png, tmp_path_factory):
+    """Upload the astronaut through the page and follow its card to done. Returns what was seen.
+
+    The upload runs in a context of its own whose clock Playwright controls (time flows as usual
+    until the end, when two minutes are skipped to show that no poll follows "succeeded"); what that
+    page remembers (the job, the options) is then handed to the shared context."""
     photo = tmp_path_factory.mktemp("photos") / "astronaut.png"
     photo.write_bytes(astronaut_png)
-    page, watch = open_page(context, stack.url)
+    own = browser.new_context(viewport={"width": 1280, "height": 900})
+    own.clock.install()
+    own.add_init_script(COUNT_STATUS_POLLS)
+    page, watch = open_page(own, stack.url)
     status_requests: list[float] = []
     page.on("request", lambda r: r.method == "GET" and re.search(r"/api/jobs/\w+$", r.url)
             and status_requests.append(time.monotonic()))
 
     page.click(".options-more summary")
     page.click("label[for=opt-blend_mask-box]")  # "Soft square": skips the parsing network, quicker
+    page.evaluate(RECORD_CARD)
     page.set_input_files("#file-input", str(photo))
 
     card = page.locator(".job").first
-    seen: list[str] = []
-    stages: set[str] = set()
     started = time.monotonic()
-    deadline = started + 150
-    while time.monotonic() < deadline:
-        status = card.get_attribute("data-status")
-        if not seen or seen[-1] != status:
-            seen.append(status)
-        if status in ("queued", "running"):
-            stages.add(card.locator(".stage-text").inner_text())
-        if status in ("succeeded", "failed", "rejected"):
-            break
-        time.sleep(0.1)
+    ended = ", ".join(f".job[data-status={s}]" for s in ("succeeded", "failed", "rejected", "cancelled"))
+    try:
+        page.wait_for_selector(ended, state="attached", timeout=150_000)
+    except PlaywrightTimeoutError:
+        pytest.fail(f"the card never finished: {card.inner_text()}\n{stack.logs()}")
     finished = time.monotonic()
+    polls = len(status_requests)
+    log = page.evaluate("window.__cardLog")
     job_id = card.get_attribute("data-job-id")
-    assert seen[-1] == "succeeded", (seen, card.inner_text(), stack.logs())
-    # Stop polling at a terminal state: no status request after the one that said "succeeded".
-    polls_at_done = len(status_requests)
-    page.wait_for_timeout(2500)
+    assert log["statuses"][-1] == "succeeded", (log, card.inner_text(), stack.logs())
+    # Stop polling at a terminal state: two minutes on (every delay the page may choose is at most
+    # one), still no status request after the one that said "succeeded".
+    polls_at_done = page.evaluate("window.__statusPolls")
+    page.clock.run_for("02:00")
+    polls_after = page.evaluate("window.__statusPolls") - polls_at_done
     result = {
-        "job_id": job_id, "seen": seen, "stages": stages, "polls": polls_at_done,
-        "polls_after": len(status_requests) - polls_at_done, "seconds": finished - started,
+        "job_id": job_id, "seen": log["statuses"], "stages": set(log["stages"]), "polls": polls,
+        "polls_after": polls_after, "seconds": finished - started,
     }
     watch.assert_clean()
+    remembered = page.evaluate("() => ({ ...localStorage })")
     page.close()
+    own.close()
+
+    shared = context.new_page()
+    shared.goto(f"{stack.url}/api/health")  # the page's origin, without running the page
+    shared.evaluate("items => { for (const [key, value] of Object.entries(items)) localStorage.setItem(key, value); }", remembered)
+    shared.close()
     return result
 
 
@@ -163,12 +205,12 @@ def test_side_by_side_zoom_and_face_crops(context, stack, restored):
     # Per-face before/after crops, from faces[i].before/after.
     faces = card.locator(".face")
     assert faces.count() == 1
-    page.wait_for_function("() => [...document.querySelectorAll('.face img')].every(i => i.complete && i.naturalWidth > 0)")
+    wait_for_images(page, ".face img")
     assert "1 face restored" in card.locator(".result-facts").inner_text()
 
     card.get_by_role("button", name="Side by side").click()
     assert card.locator(".sbs").is_visible() and not card.locator(".slider-stage").is_visible()
-    page.wait_for_function("() => [...document.querySelectorAll('.sbs img')].every(i => i.complete && i.naturalWidth > 0)")
+    wait_for_images(page, ".sbs img")
     card.get_by_role("button", name="Zoom 2 times").click()
     widths = page.eval_on_selector_all(".sbs .canvas", "cs => cs.map(c => c.getBoundingClientRect().width / c.parentElement.clientWidth)")
     assert all(abs(w - 2) < 0.05 for w in widths), widths
@@ -179,9 +221,16 @@ def test_side_by_side_zoom_and_face_crops(context, stack, restored):
     left_pane = card.locator(".sbs .stage").first.bounding_box()
     page.mouse.move(left_pane["x"] + left_pane["width"] / 2, left_pane["y"] + left_pane["height"] / 2)
     page.mouse.wheel(-80, -60)
-    page.wait_for_timeout(300)
-    after = page.eval_on_selector_all(".sbs .scroller", scroll_positions)
-    assert after[0] != before[0] and after[0] == after[1], (before, after)
+    # Until, in one frame, the left pane has moved and the right one stands where it does.
+    together = """before => {
+        const now = [...document.querySelectorAll('.sbs .scroller')].map(s => [s.scrollLeft, s.scrollTop]);
+        const moved = now[0][0] !== before[0][0] || now[0][1] !== before[0][1];
+        return moved && now[0][0] === now[1][0] && now[0][1] === now[1][1];
+    }"""
+    try:
+        page.wait_for_function(together, arg=before, polling="raf", timeout=5000)
+    except PlaywrightTimeoutError:
+        pytest.fail(f"the panes did not scroll together: {before} -> {page.eval_on_selector_all('.sbs .scroller', scroll_positions)}")
 
     card.get_by_role("button", name="Slider").click()
     card.get_by_role("button", name="Zoom the comparison to face 1").click()
@@ -210,7 +259,7 @@ def test_download_matches_api_result(context, stack, restored, artifacts):
     from_api = httpx.get(f"{stack.url}/api/jobs/{restored['job_id']}/result", timeout=30).content
     assert from_page == from_api and from_page.startswith(b"\x89PNG")
 
-    page.wait_for_function("() => [...document.querySelectorAll('.job img')].every(i => i.complete && i.naturalWidth > 0)")
+    wait_for_images(page, ".job img")
     page.screenshot(path=str(artifacts / "page-desktop.png"), full_page=True)
     watch.assert_clean()
     page.close()
@@ -228,7 +277,7 @@ def test_phone_layout_and_touch(browser, stack, restored, artifacts):
         page.reload()
         card = page.locator(f".job[data-job-id='{restored['job_id']}']")
         card.locator(".viewer").wait_for(timeout=15000)
-        page.wait_for_function("() => [...document.querySelectorAll('.job img')].every(i => i.complete && i.naturalWidth > 0)")
+        wait_for_images(page, ".job img")
         assert page.evaluate("document.documentElement.scrollWidth") <= 390
         stage = card.locator(".slider-stage")
         stage.scroll_into_view_if_needed()
@@ -347,11 +396,13 @@ def test_several_photos_form_a_batch_with_one_zip(context, stack, restored, astr
 
     # "Download all" across the page: the batch as its zip plus the single photo.
     downloads = []
-    page.on("download", lambda download: downloads.append(download))
-    page.get_by_role("button", name="Download all (3)").click()
-    deadline = time.monotonic() + 10
-    while len(downloads) < 2 and time.monotonic() < deadline:
-        page.wait_for_timeout(100)
+
+    def second_download(download) -> bool:
+        downloads.append(download)
+        return len(downloads) == 2
+
+    with page.expect_event("download", predicate=second_download, timeout=10000):
+        page.get_by_role("button", name="Download all (3)").click()
     assert sorted(d.suggested_filename for d in downloads) == sorted(
         ["astronaut-restored.png", f"restored-{batch_id[:8]}.zip"])
 
@@ -438,11 +489,13 @@ def test_reload_keeps_job_and_delete_removes_it(context, stack, restored):
     confirm.click()
     card.wait_for(state="detached", timeout=10000)
     assert httpx.get(f"{stack.url}/api/jobs/{job_id}", timeout=10).status_code == 404
-    stored = page.evaluate("localStorage.getItem('face-restore.jobs.v1')")
+    stored = page.evaluate(f"localStorage.getItem('{JOBS_KEY}')")
     assert job_id not in (stored or "")
+    # Once the page has restored its list it writes it back (dropping expired entries): a space
+    # added here is gone then, and only then can "not in the list" mean anything.
+    page.evaluate("key => localStorage.setItem(key, (localStorage.getItem(key) || '[]') + ' ')", JOBS_KEY)
     page.reload()
-    page.wait_for_selector("#opt-strength")
-    page.wait_for_timeout(500)
+    page.wait_for_function("key => !localStorage.getItem(key).endsWith(' ')", arg=JOBS_KEY)
     assert page.locator(f".job[data-job-id='{job_id}']").count() == 0
     watch.assert_clean()
     page.close()
