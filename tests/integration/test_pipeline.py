@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from processing.jobs.records import JobRepository
+from processing.jobs.records import JobRepository, utcnow
 from processing.storage import decode_job_message
 
 
@@ -79,18 +79,21 @@ def test_output_format_jpeg_and_upscale_one(client, storage, handler, astronaut_
     assert Image.open(io.BytesIO(result.content)).size == (512, 512)
 
 
-def test_queue_message_is_base64_json_with_the_job_id_only(client, storage, astronaut_png, settings):
+def test_queue_message_is_base64_json_with_the_job_id_and_its_context_only(client, storage, astronaut_png, settings):
     """The Functions trigger expects base64 (host.json keeps the default encoding); a client
-    with no decode policy sees exactly what the host will decode."""
+    with no decode policy sees exactly what the host will decode: the job id (a claim check,
+    never the image) and the context telemetry carries (send time, trace when traced)."""
     job_id = submit(client, astronaut_png).json()["id"]
     from azure.storage.queue import QueueClient
 
     raw_client = QueueClient.from_connection_string(settings.storage_connection_string, settings.jobs_queue)
     raw = next(iter(raw_client.peek_messages(max_messages=1))).content
-    assert json.loads(base64.b64decode(raw, validate=True)) == {"job_id": job_id}
+    body = json.loads(base64.b64decode(raw, validate=True))
+    assert body["job_id"] == job_id and set(body) <= {"job_id", "enqueued_at", "traceparent", "tracestate"}
+    assert len(raw) < 400
     host = json.load(open("host.json"))
     assert host["extensions"]["queues"].get("messageEncoding", "base64") == "base64"
-    assert decode_job_message(base64.b64decode(raw)) == job_id
+    assert decode_job_message(base64.b64decode(raw)).job_id == job_id
 
 
 def test_redelivery_gives_one_result(client, storage, handler, settings, astronaut_png):
@@ -274,10 +277,15 @@ def test_lease_is_renewed_during_a_long_silent_stage(client, storage, settings, 
 
     from processing.worker import JobHandler
 
+    entered, thief_tried = threading.Event(), threading.Event()
+
     class Slow:
-        def restore(self, image, options, progress):
-            time.sleep(4.5)
-            return engine.restore(image, options, progress)
+        """A stage that says nothing (no progress report) until the thief has tried."""
+
+        def restore(self, image, options, progress, **kwargs):
+            entered.set()
+            thief_tried.wait(60)
+            return engine.restore(image, options, progress, **kwargs)
 
     short = settings.with_changes(lease_seconds=3)
     holder = JobHandler(short, storage, lambda: Slow(), worker_id="holder")
@@ -286,8 +294,14 @@ def test_lease_is_renewed_during_a_long_silent_stage(client, storage, settings, 
     outcome = {}
     runner = threading.Thread(target=lambda: outcome.update(result=holder.handle(job_id)))
     runner.start()
-    time.sleep(4.0)  # past the original lease, inside the slow call
+    assert entered.wait(60)
+    claimed = repo.get(job_id).started_at
+    first_lease_end = claimed + timedelta(seconds=3)
+    while utcnow() <= first_lease_end + timedelta(seconds=0.5):  # the lease the claim took has run out
+        time.sleep(0.1)
+    assert repo.get(job_id).lease_until > first_lease_end, "renewed in the background"
     assert repo.claim(job_id, "thief", timedelta(seconds=3)) is None
+    thief_tried.set()
     runner.join()
     assert outcome["result"].status == "succeeded"
     assert repo.get(job_id).attempts == 1
