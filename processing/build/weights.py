@@ -179,6 +179,9 @@ def fetch(
         if not weight.required and not include_optional:
             continue
         target = weights_dir / weight.name
+        if source_dir is not None and not weight.required and not (source_dir / weight.name).is_file():
+            log(f"skip    {weight.name} (optional, not in {source_dir})")
+            continue
         if target.is_file() and target.stat().st_size == weight.size and sha256_of(target) == weight.sha256:
             log(f"ok      {weight.name} (already present)")
             continue

@@ -64,3 +64,20 @@ def test_require_weights_names_what_is_missing(tmp_path):
     message = str(error.value)
     assert "GFPGANv1.4.pth: missing" in message and "detection_Resnet50_Final.pth: missing" in message
     assert "python -m processing.build fetch" in message
+
+
+def test_an_optional_checkpoint_missing_from_a_local_copy_is_skipped(monkeypatch, tmp_path):
+    """A copy of the four required files (no Real-ESRGAN) is enough to build from."""
+    required, optional = b"r" * 100, b"o" * 50
+    monkeypatch.setattr(weights, "OFFICIAL_WEIGHTS", (
+        weights.WeightFile("r.pth", "https://example.invalid/r.pth", 100, hashlib.sha256(required).hexdigest(), "r"),
+        weights.WeightFile("o.pth", "https://example.invalid/o.pth", 50, hashlib.sha256(optional).hexdigest(), "o",
+                           required=False),
+    ))
+    source = tmp_path / "copy"
+    source.mkdir()
+    (source / "r.pth").write_bytes(required)
+    lines = []
+    weights.fetch(tmp_path / "out", source_dir=source, include_optional=True, log=lines.append)
+    assert (tmp_path / "out" / "r.pth").read_bytes() == required and not (tmp_path / "out" / "o.pth").exists()
+    assert any(line.startswith("skip    o.pth") for line in lines)
