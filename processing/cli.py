@@ -34,7 +34,7 @@ def restore_files(args) -> int:
     from .engine.pipeline import Engine
     from .engine.store import ModelsError
     from .images import codec
-    from .images.preprocess import preprocess
+    from .images.preprocess import map_box, preprocess
 
     try:
         options = JobOptions(**{name: getattr(args, name) for name in JobOptions.model_fields})
@@ -58,7 +58,13 @@ def restore_files(args) -> int:
         try:
             decoded = codec.decode(path.read_bytes(), settings.max_pixels, auto_orient=options.auto_orient)
             pixels, steps = preprocess(decoded.pixels, options)
-            result = engine.restore(pixels, options.restore_options(settings.max_faces))
+            restore_options, unframed = options.restore_options(settings.max_faces, decoded.width, decoded.height)
+            if options.detect_only:
+                for index, face in enumerate(engine.detect(pixels, restore_options)):
+                    box = ", ".join(f"{v:.0f}" for v in map_box(face.box, unframed))
+                    bar.write(f"{path}: face {index}: box {box}, score {face.score:.3f}")
+                continue
+            result = engine.restore(pixels, restore_options)
             target = args.out / f"{path.stem}-restored.{codec.extension(options.output_format)}"
             target.write_bytes(codec.encode(result.image, options.output_format, options.quality))
             done = ", ".join(steps + [f"{len(result.faces)} faces"])

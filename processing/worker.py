@@ -26,7 +26,7 @@ from . import telemetry
 from .config import Settings
 from .engine.stages import Stages
 from .images import codec
-from .images.preprocess import preprocess
+from .images.preprocess import map_box, preprocess
 from .jobs.batches import feed
 from .jobs.blobs import before_blob_name, face_blob_name, result_blob_name
 from .jobs.options import JobOptions
@@ -193,8 +193,11 @@ class JobHandler:
             with stage("upload", "upload before"):
                 self.storage.put_blob(results, before_blob_name(job.id), codec.encode(pixels), "image/png")
 
+        restore_options, unframed = options.restore_options(self.settings.max_faces, decoded.width, decoded.height)
         engine = self.engine
-        result = engine.restore(pixels, options.restore_options(self.settings.max_faces), report, observe=telemetry.stage)
+        if options.detect_only:
+            return self._detect_only(held, engine, pixels, restore_options, stage, unframed, steps, started)
+        result = engine.restore(pixels, restore_options, report, observe=telemetry.stage)
 
         report("saving", 0.92)
         with stage("encode"):
@@ -206,7 +209,7 @@ class JobHandler:
             for index, (before, after) in enumerate(crops):
                 self.storage.put_blob(results, face_blob_name(job.id, index, "before"), before, "image/png")
                 self.storage.put_blob(results, face_blob_name(job.id, index, "after"), after, "image/png")
-        faces = [{"box": [round(v, 1) for v in item.face.box], "score": round(item.face.score, 4)} for item in result.faces]
+        faces = [face_record(item.face, unframed) for item in result.faces]
 
         all_timings = {**result.timings, **stage.timings}
         timings = {name: round(seconds, 3) for name, seconds in all_timings.items()}
@@ -221,11 +224,27 @@ class JobHandler:
             faces=faces,
             timings=timings,
             preprocessing=steps,
+            tone=result.tone,
         )
         telemetry.stages_took(all_timings)
         telemetry.FACES.record(len(faces))
         telemetry.annotate(**{"restore.face_count": len(faces)})
         log.info("job %s: succeeded with %d faces in %.1fs", job.id, len(faces), timings["total"])
+        return Outcome("succeeded")
+
+    def _detect_only(self, held: "_HeldJob", engine, pixels, restore_options, stage: Stages, unframed, steps,
+                     started: float) -> Outcome:
+        """A detection job: the faces found, with boxes in the photo's pixels and scores; no image."""
+        held.report("detecting", 0.1)
+        with stage("detect"):
+            found = engine.detect(pixels, restore_options)
+        faces = [face_record(face, unframed) for face in found]
+        timings = {name: round(seconds, 3) for name, seconds in stage.timings.items()}
+        timings["total"] = round(time.perf_counter() - started, 3)
+        held.finish(SUCCEEDED, face_count=len(faces), faces=faces, timings=timings, preprocessing=steps)
+        telemetry.stages_took(stage.timings)
+        telemetry.annotate(**{"restore.face_count": len(faces)})
+        log.info("job %s: found %d faces in %.1fs", held.job.id, len(faces), timings["total"])
         return Outcome("succeeded")
 
     def _release(self, job: Job, error: Exception) -> None:
@@ -238,6 +257,11 @@ class JobHandler:
                 self.jobs.save(current)
         except (AzureError, JobNotFound):
             pass  # the lease will simply run out
+
+
+def face_record(face, unframed) -> dict:
+    """How a job records a face: its box in the photo's pixels (x0, y0, x1, y1) and its score."""
+    return {"box": [round(v, 1) for v in map_box(face.box, unframed)], "score": round(face.score, 4)}
 
 
 class _HeldJob:

@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import telemetry
 from ..images.codec import ImageRejected
 from ..jobs.batches import BatchNotFound
+from ..jobs.options import InvalidOption
 from ..jobs.records import TERMINAL, JobNotFound
 from ..jobs.service import BatchNotReady, NotReady, ServiceBusy
 
@@ -72,7 +73,12 @@ def _unexpected(request: Request, exc: Exception) -> JSONResponse:
                           headers={"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"})
 
 
+def _invalid_option(request: Request, exc: InvalidOption) -> JSONResponse:
+    return error_response(422, "invalid_request", f"{exc.field}: {exc}", fields=[{"field": exc.field, "message": str(exc)}])
+
+
 _HANDLERS = {
+    InvalidOption: _invalid_option,
     RequestValidationError: _invalid_request,
     StarletteHTTPException: _http_error,
     JobNotFound: lambda request, exc: error_response(404, "job_not_found", "no such job (it may have expired or been deleted)"),

@@ -3,12 +3,13 @@ are the reference at /docs), and the mappers from job and batch records to respo
 
 from __future__ import annotations
 
+import re
 from dataclasses import fields
 from datetime import datetime
 from typing import Any, Literal
 
 from fastapi import UploadFile
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from ..jobs.batches import Batch, summary
 from ..jobs.options import JobOptions
@@ -41,6 +42,7 @@ class JobLinks(BaseModel):
     before: str = Field(description="The pixels that were restored: the input after preprocessing")
     result: str | None = None
     batch: str | None = None
+    restore: str | None = Field(None, description="A finished detection (detect_only): POST here to restore chosen faces")
 
 
 class FaceView(BaseModel):
@@ -77,9 +79,36 @@ class JobView(BaseModel):
     error: ErrorBody | None = None
     timings: dict[str, float] = {}
     preprocessing: list[str] = Field([], description="Preprocessing steps applied, in order")
+    tone: str = Field("", description="What the photo is: monochrome, toned (sepia, cyanotype...) or colour; "
+                      "with color=auto the first two keep their tone")
     batch_id: str | None = None
     standin_weights: bool = False
     links: JobLinks
+
+
+class FaceChoice(JobOptions):
+    """multipart/form-data (or urlencoded): which of a detection's faces to restore, and the
+    options for the restoration (the photo's framing is the detection's)."""
+
+    faces: str | None = Field(None, description="Indices of the detection's faces to restore, e.g. 0,2 (all if absent)")
+
+    @field_validator("faces")
+    @classmethod
+    def _indices(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if not re.fullmatch(r"\s*\d+\s*(,\s*\d+\s*)*", value):
+            raise ValueError("faces must be face indices separated by commas, e.g. 0,2")
+        indices = [int(part) for part in value.split(",")]
+        if len(set(indices)) != len(indices):
+            raise ValueError("faces lists a face twice")
+        return ",".join(map(str, indices))
+
+    def indices(self) -> list[int] | None:
+        return [int(part) for part in self.faces.split(",")] if self.faces else None
+
+    def options(self) -> JobOptions:
+        return JobOptions(**self.model_dump(exclude={"faces"}))
 
 
 class BatchSubmission(JobOptions):
@@ -141,7 +170,7 @@ _SAME_AS_RECORD = [name for name in JobView.model_fields
 
 def job_view(job: Job, position: int | None, standin: bool) -> JobView:
     base = f"/api/jobs/{job.id}"
-    done = job.status == "succeeded"
+    done = restored(job)
     faces = [
         FaceView(
             index=i,
@@ -164,14 +193,20 @@ def job_view(job: Job, position: int | None, standin: bool) -> JobView:
         standin_weights=standin,
         links=job_links(job),
     )
+def restored(job: Job) -> bool:
+    """A finished restoration (a finished detection has faces but no images)."""
+    return job.status == "succeeded" and bool(job.result_blob)
+
+
 def job_links(job: Job) -> JobLinks:
     base = f"/api/jobs/{job.id}"
     return JobLinks(
         self=base,
         input=f"{base}/input",
         before=f"{base}/before",
-        result=f"{base}/result" if job.status == "succeeded" else None,
+        result=f"{base}/result" if restored(job) else None,
         batch=f"/api/batches/{job.batch_id}" if job.batch_id else None,
+        restore=f"{base}/restore" if job.status == "succeeded" and not restored(job) else None,
     )
 
 

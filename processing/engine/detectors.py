@@ -98,3 +98,31 @@ class HaarStandInDetector:
 def center_face(faces: Sequence[Face], width: int, height: int) -> Face:
     centre = np.array([width / 2, height / 2])
     return min(faces, key=lambda f: np.linalg.norm([(f.box[0] + f.box[2]) / 2, (f.box[1] + f.box[3]) / 2] - centre))
+
+
+# A box chooses the detected face it overlaps most, if they overlap this much (IoU), or if
+# the face's centre lies inside it: a hand-drawn box is rarely tight.
+CHOSEN_IOU = 0.3
+
+
+def iou(a: Sequence[float], b: Sequence[float]) -> float:
+    width = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    height = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = width * height
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def chosen_faces(faces: Sequence[Face], boxes: Sequence[Sequence[float]]) -> list[Face]:
+    """The detected faces the caller's boxes point at, in the boxes' order, each at most once."""
+    chosen: list[Face] = []
+    for box in boxes:
+        def fit(face: Face) -> float:
+            cx, cy = (face.box[0] + face.box[2]) / 2, (face.box[1] + face.box[3]) / 2
+            inside = box[0] <= cx <= box[2] and box[1] <= cy <= box[3]
+            return max(iou(face.box, box), 1.0 if inside else 0.0)
+
+        candidates = [face for face in faces if all(face is not c for c in chosen) and fit(face) >= CHOSEN_IOU]
+        if candidates:
+            chosen.append(max(candidates, key=lambda face: (iou(face.box, box), face.score)))
+    return chosen

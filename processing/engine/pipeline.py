@@ -31,11 +31,15 @@ from typing import Callable, Protocol, Sequence
 import cv2
 import numpy as np
 
-from .detectors import FACE_SIZE, FACE_TEMPLATE, Detector, Face, HaarStandInDetector, RetinaFaceDetector, center_face
+from .detectors import (FACE_SIZE, FACE_TEMPLATE, Detector, Face, HaarStandInDetector, RetinaFaceDetector, center_face,
+                        chosen_faces)
 from .memory import release_heap
 from .networks import OnnxBackend, gfpgan_noise
 from .stages import Observer, Stages
 from .store import GFPGAN_ROLES, ModelsError, ModelStore
+from .texture import add_texture
+from .tone import COLOUR
+from .tone import analyse as analyse_tone
 from .upsampler import TiledUpsampler
 
 _BLEND_ROWS = 256
@@ -68,6 +72,13 @@ class RestoreOptions:
     # How the whole photo is enlarged under the faces: lanczos (as GFPGAN without a
     # background upsampler) or realesrgan (Real-ESRGAN x2 in tiles; slow on a CPU).
     background: str = "lanczos"
+    # auto: monochrome and toned photos keep their tone (tone.py); keep: always take the
+    # photo's tone; restore: GFPGAN's colours as they come.
+    color: str = "auto"
+    # 0-1: how much of the original face's fine detail and grain comes back (texture.py).
+    texture: float = 0.0
+    # Restore only the detected faces these boxes (x0, y0, x1, y1, input pixels) point at.
+    face_boxes: tuple[tuple[float, float, float, float], ...] | None = None
 
 
 @dataclass
@@ -82,6 +93,7 @@ class RestoreResult:
     image: np.ndarray
     faces: list[RestoredFace]
     timings: dict[str, float] = field(default_factory=dict)
+    tone: str = ""  # monochrome | toned | colour, as read from the photo ("" with color=restore)
 
 
 def _covered_rect(matrix: np.ndarray, size: int, margin: float, width: int, height: int) -> tuple[int, int, int, int]:
@@ -181,7 +193,9 @@ class Engine:
 
     def detect(self, image: np.ndarray, options: RestoreOptions) -> list[Face]:
         faces = self.detector.detect(image)
-        if options.only_center_face and faces:
+        if options.face_boxes is not None:
+            faces = chosen_faces(faces, options.face_boxes)
+        elif options.only_center_face and faces:
             faces = [center_face(faces, image.shape[1], image.shape[0])]
         return faces[: options.max_faces]
 
@@ -201,8 +215,25 @@ class Engine:
             raise ValueError("parse_size must be a multiple of 16 between 64 and 512")
         stage = Stages(observe, "align", "restore", "parse")
         restorer = self._restorer(options.model)
+        tone = None
+        if options.color != "restore":
+            with stage("tone"):
+                tone = analyse_tone(image)
+
+        def finish(crop: np.ndarray, after: np.ndarray, index: int) -> np.ndarray:
+            """The restored face with the original's texture and the photo's tone, as asked."""
+            if options.texture > 0:
+                with stage("texture", face=index):
+                    after = add_texture(after, crop, options.texture)
+            if tone is not None and (options.color == "keep" or tone.kind != COLOUR):
+                with stage("tone", face=index):
+                    after = tone.keeps(after)
+            return after
+
         if options.aligned:
-            return self._restore_aligned(image, restorer, options, progress, stage)
+            result = self._restore_aligned(image, restorer, options, progress, stage, finish)
+            result.tone = tone.kind if tone else ""
+            return result
 
         progress("detecting", 0.05)
         with stage("detect"):
@@ -218,7 +249,7 @@ class Engine:
                                       borderValue=BORDER_GREY)
             with stage("restore", span="restore face", face=index, model=options.model):
                 after = restorer(crop, gfpgan_noise(options.noise_seed + index))
-            restored.append(RestoredFace(face, crop, after))
+            restored.append(RestoredFace(face, crop, finish(crop, after, index)))
             matrices.append(matrix)
 
         progress("compositing", 0.82)
@@ -226,14 +257,15 @@ class Engine:
         for item in restored:
             item.after = self._apply_strength(item.before, item.after, options.strength)
         release_heap()
-        return RestoreResult(output, restored, stage.timings)
+        return RestoreResult(output, restored, stage.timings, tone.kind if tone else "")
 
-    def _restore_aligned(self, image, restorer, options, progress, stage: Stages) -> RestoreResult:
+    def _restore_aligned(self, image, restorer, options, progress, stage: Stages, finish) -> RestoreResult:
         progress("restoring face 1/1", 0.1)
         with stage("align", face=0):
             crop = cv2.resize(image, (FACE_SIZE, FACE_SIZE))
         with stage("restore", span="restore face", face=0, model=options.model):
-            after = self._apply_strength(crop, restorer(crop, gfpgan_noise(options.noise_seed)), options.strength)
+            restored = restorer(crop, gfpgan_noise(options.noise_seed))
+        after = self._apply_strength(crop, finish(crop, restored, 0), options.strength)
         h, w = image.shape[:2]
         face = Face((0.0, 0.0, float(w), float(h)), 1.0, FACE_TEMPLATE * [w / FACE_SIZE, h / FACE_SIZE])
         return RestoreResult(after, [RestoredFace(face, crop, after)], stage.timings)

@@ -70,3 +70,37 @@ def _grey_world(pixels: np.ndarray) -> np.ndarray:
     means = pixels.reshape(-1, 3).mean(axis=0)
     gains = means.mean() / np.maximum(means, 1.0)
     return np.clip(pixels.astype(np.float32) * gains, 0, 255).astype(np.uint8)
+
+
+# -- where the pixels went -------------------------------------------------------------------
+
+Box = tuple[float, float, float, float]  # x0, y0, x1, y1
+
+
+def placement(options, width: int, height: int) -> np.ndarray:
+    """The affine map (3x3) from the upright input's pixel coordinates to those of the image
+    ``preprocess`` returns for an input of this size: the crop, the quarter turns, the shrink
+    (the other steps do not move pixels). Boxes a caller draws on the photo, and the boxes a
+    job reports, cross between the two with it."""
+    matrix = np.eye(3)
+    w, h = width, height
+    crop = options.crop_box()
+    if crop is not None:
+        x, y, w, h = crop
+        matrix = np.array([[1, 0, -x], [0, 1, -y], [0, 0, 1]], float) @ matrix
+    turn = {90: [[0, -1, h], [1, 0, 0]], 180: [[-1, 0, w], [0, -1, h]], 270: [[0, 1, 0], [-1, 0, w]]}.get(options.rotate)
+    if turn is not None:
+        matrix = np.array([*turn, [0, 0, 1]], float) @ matrix
+        if options.rotate != 180:
+            w, h = h, w
+    if options.max_side and max(w, h) > options.max_side:
+        scale = options.max_side / max(w, h)
+        sx, sy = max(1, round(w * scale)) / w, max(1, round(h * scale)) / h  # the size resize() was given
+        matrix = np.diag([sx, sy, 1.0]) @ matrix
+    return matrix
+
+
+def map_box(box: Box, matrix: np.ndarray) -> Box:
+    corners = np.array([[box[0], box[1], 1], [box[2], box[3], 1]], float) @ matrix.T
+    (x0, y0), (x1, y1) = corners.min(axis=0)[:2], corners.max(axis=0)[:2]
+    return float(x0), float(y0), float(x1), float(y1)

@@ -5,7 +5,20 @@ from __future__ import annotations
 import re
 from typing import Literal
 
+import numpy as np
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+MAX_FACE_BOXES = 50
+
+
+class InvalidOption(ValueError):
+    """An option that is well formed but does not fit this photo or job: a 422 naming the field."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
 
 
 class JobOptions(BaseModel):
@@ -28,6 +41,26 @@ class JobOptions(BaseModel):
         "lanczos",
         description="How the rest of the photo is enlarged: lanczos (fast) or realesrgan "
         "(Real-ESRGAN x2, sharper, about 35 s per input megapixel on 2 vCPU)",
+    )
+    color: Literal["auto", "keep", "restore"] = Field(
+        "auto",
+        description="auto: black-and-white and toned (sepia, cyanotype) photos keep their tone, colour photos their "
+        "restored colours; keep: always give the faces the photo's tone; restore: GFPGAN's colours as they come",
+    )
+    texture: float = Field(
+        0.0, ge=0.0, le=1.0,
+        description="Bring back the original skin texture and film grain (0 = as restored, 1 = all of the "
+        "original's fine detail); counters the smooth, waxy look",
+    )
+    detect_only: bool = Field(
+        False,
+        description="Only find the faces (quick): the job lists each face's box and score, and "
+        "POST /api/jobs/{id}/restore then restores the ones you choose",
+    )
+    face_boxes: str | None = Field(
+        None,
+        description="Restore only the faces at these boxes: x,y,width,height in pixels of the upright photo, "
+        "several separated by ';' (a box chooses the face it overlaps most)",
     )
     output_format: Literal["png", "jpeg", "webp"] = Field("png", description="Format of the restored image")
     quality: int = Field(92, ge=1, le=100, description="JPEG/WebP quality (ignored for PNG)")
@@ -65,12 +98,42 @@ class JobOptions(BaseModel):
             raise ValueError("crop must be at least 16x16 pixels")
         return f"{x},{y},{w},{h}"
 
+    @field_validator("face_boxes")
+    @classmethod
+    def _boxes_shape(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        boxes = [part.strip() for part in value.split(";") if part.strip()]
+        if not 1 <= len(boxes) <= MAX_FACE_BOXES:
+            raise ValueError(f"face_boxes must list 1 to {MAX_FACE_BOXES} boxes")
+        for box in boxes:
+            if not re.fullmatch(r"\d+\s*,\s*\d+\s*,\s*\d+\s*,\s*\d+", box):
+                raise ValueError(f"{box!r} is not x,y,width,height (four whole numbers)")
+            if any(int(v) == 0 for v in box.split(",")[2:]):
+                raise ValueError(f"{box!r} has no area")
+        return ";".join(",".join(str(int(v)) for v in box.split(",")) for box in boxes)
+
+    def face_box_list(self) -> list[tuple[float, float, float, float]] | None:
+        """The boxes as x0, y0, x1, y1 in the upright input's pixels."""
+        if not self.face_boxes:
+            return None
+        boxes = []
+        for box in self.face_boxes.split(";"):
+            x, y, w, h = (int(v) for v in box.split(","))
+            boxes.append((float(x), float(y), float(x + w), float(y + h)))
+        return boxes
+
     def crop_box(self) -> tuple[int, int, int, int] | None:
         return tuple(int(part) for part in self.crop.split(",")) if self.crop else None  # type: ignore[return-value]
 
-    def restore_options(self, max_faces: int):
+    def restore_options(self, max_faces: int, width: int, height: int):
+        """What the engine is asked, for a photo of this size (as uploaded, upright), and the
+        map from the engine's pixels back to the photo's: face boxes cross it both ways."""
         from ..engine.pipeline import RestoreOptions
+        from ..images.preprocess import map_box, placement
 
+        framing = placement(self, width, height)
+        boxes = self.face_box_list()
         return RestoreOptions(
             model=self.model,
             upscale=self.upscale,
@@ -80,4 +143,18 @@ class JobOptions(BaseModel):
             blend_mask=self.blend_mask,
             max_faces=max_faces,
             background=self.background,
-        )
+            color=self.color,
+            texture=self.texture,
+            face_boxes=None if boxes is None else tuple(map_box(box, framing) for box in boxes),
+        ), np.linalg.inv(framing)
+
+
+# The options that decide which pixels the engine sees, and where: a job restoring the faces
+# another job found must frame the photo the same way for the boxes to mean the same pixels.
+FRAMING_OPTIONS = ("auto_orient", "crop", "rotate", "max_side")
+
+
+def check_face_boxes(options: JobOptions, width: int, height: int) -> None:
+    for x0, y0, x1, y1 in options.face_box_list() or []:
+        if x0 >= width or y0 >= height:
+            raise InvalidOption("face_boxes", f"the box at {x0:.0f},{y0:.0f} lies outside the {width}x{height} photo")

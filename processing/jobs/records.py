@@ -97,6 +97,7 @@ class Job:
     # False while a batch job waits for its turn: batches feed the queue a few at a time.
     enqueued: bool = True
     preprocessing: list[str] = field(default_factory=list)
+    tone: str = ""  # what the engine read from the photo: monochrome | toned | colour
     etag: str | None = field(default=None, repr=False, compare=False)
 
     @property

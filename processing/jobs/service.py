@@ -18,7 +18,7 @@ from ..images.preprocess import check_crop
 from ..storage import Storage
 from .batches import ZIP_MAGIC, Batch, BatchRepository, feed, results_zip, unpack_zip
 from .blobs import before_blob_name, face_blob_name, input_blob_name, job_prefix
-from .options import JobOptions
+from .options import FRAMING_OPTIONS, InvalidOption, JobOptions, check_face_boxes
 from .records import Job, JobNotFound, JobRepository, SUCCEEDED, new_job_id, utcnow
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,11 @@ class BatchNotReady(RuntimeError):
 
 class NotReady(RuntimeError):
     def __init__(self, job: Job):
-        super().__init__(f"the job is {job.status}; the result exists once it has succeeded")
+        if job.status == SUCCEEDED:  # a detection: it found faces and made no image
+            message = "this job only found faces (detect_only); restore them with POST /api/jobs/{id}/restore"
+        else:
+            message = f"the job is {job.status}; the result exists once it has succeeded"
+        super().__init__(message.replace("{id}", job.id))
         self.job = job
 
 
@@ -92,6 +96,7 @@ class JobService:
             self.check_capacity()
         decoded = codec.decode(data, self.settings.max_pixels, auto_orient=options.auto_orient)
         check_crop(options.crop_box(), decoded.width, decoded.height)
+        check_face_boxes(options, decoded.width, decoded.height)
         job = Job(
             id=new_job_id(),
             options=options.model_dump(),
@@ -104,10 +109,13 @@ class JobService:
             batch_index=batch_index,
             enqueued=enqueue,
         )
+        # Stored re-encoded: orientation applied, metadata (EXIF, GPS) gone, format known.
+        return self._store(job, codec.encode(decoded.pixels), enqueue)
+
+    def _store(self, job: Job, input_png: bytes, enqueue: bool = True) -> Job:
         job.input_blob = input_blob_name(job.id)
         job.expires_at = job.created_at + timedelta(hours=self.settings.retention_hours)
-        # Stored re-encoded: orientation applied, metadata (EXIF, GPS) gone, format known.
-        self.storage.put_blob(self.settings.uploads_container, job.input_blob, codec.encode(decoded.pixels), "image/png")
+        self.storage.put_blob(self.settings.uploads_container, job.input_blob, input_png, "image/png")
         self.jobs.create(job)
         if enqueue:
             try:
@@ -116,6 +124,28 @@ class JobService:
                 self.jobs.fail(job.id, "enqueue_failed", "the job could not be queued; please submit it again")
                 raise
         return job
+
+    def restore_chosen(self, source_id: str, faces: list[int] | None, options: JobOptions, *, owner: str = "") -> Job:
+        """A new job restoring the faces ``faces`` (indices into what job ``source_id`` found;
+        all of them when None) of that job's photo, with ``options``. The photo is not sent
+        again, and the new job frames it as the source did (its crop, rotation, shrink), so
+        the boxes mean the same pixels. Raises InvalidOption, NotReady, ServiceBusy."""
+        source = self.jobs.get(source_id)
+        if source.status != SUCCEEDED or source.face_count is None:
+            raise NotReady(source) if source.status != SUCCEEDED else InvalidOption("faces", "the job found no faces")
+        for index in faces or []:
+            if not 0 <= index < source.face_count:
+                raise InvalidOption("faces", f"face {index} does not exist: the photo has {source.face_count} "
+                                             f"(0 to {source.face_count - 1})")
+        framing = {name: source.options.get(name) for name in FRAMING_OPTIONS if name in source.options}
+        chosen = source.faces if faces is None else [source.faces[i] for i in faces]
+        boxes = ";".join(",".join(str(round(v)) for v in (x0, y0, max(1.0, x1 - x0), max(1.0, y1 - y0)))
+                         for x0, y0, x1, y1 in (face["box"] for face in chosen))
+        restore = options.model_copy(update={**framing, "detect_only": False, "face_boxes": boxes or None})
+        self.check_capacity()
+        job = Job(id=new_job_id(), options=restore.model_dump(), filename=source.filename, owner=owner,
+                  input_width=source.input_width, input_height=source.input_height, input_format=source.input_format)
+        return self._store(job, self._blob(self.settings.uploads_container, source.input_blob, source_id))
 
     # -- batches ------------------------------------------------------------------
 
@@ -190,7 +220,7 @@ class JobService:
 
     def result(self, job_id: str) -> Download:
         job = self.jobs.get(job_id)
-        if job.status != SUCCEEDED:
+        if job.status != SUCCEEDED or not job.result_blob:
             raise NotReady(job)
         data = self._blob(self.settings.results_container, job.result_blob, job_id)
         ext = job.result_blob.rsplit(".", 1)[-1]
@@ -212,7 +242,7 @@ class JobService:
 
     def face(self, job_id: str, index: int, which: str) -> Download:
         job = self.jobs.get(job_id)
-        if job.status != SUCCEEDED:
+        if job.status != SUCCEEDED or not job.result_blob:
             raise NotReady(job)
         if which not in ("before", "after") or not 0 <= index < (job.face_count or 0):
             raise JobNotFound(job_id)

@@ -10,7 +10,7 @@ from ...jobs.records import Job
 from ...jobs.service import Download, JobService
 from ..deps import current_caller, get_service
 from ..errors import POLL_SECONDS
-from ..schemas import ErrorResponse, JobSubmission, JobView, job_view
+from ..schemas import ErrorResponse, FaceChoice, JobSubmission, JobView, job_view
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 Service = Annotated[JobService, Depends(get_service)]
@@ -42,6 +42,16 @@ def file_response(download: Download, disposition: str = "inline") -> Response:
 def submit_job(request: Request, response: Response, form: Annotated[JobSubmission, Form()], service: Service) -> JobView:
     data = form.file.file.read(service.settings.max_upload_bytes + 1)
     job = service.submit(data, form.file.filename or "", form.options(), owner=current_caller(request).owner)
+    response.headers["Location"] = f"/api/jobs/{job.id}"
+    response.headers["Retry-After"] = str(POLL_SECONDS)
+    return view(service, job)
+
+
+@router.post("/{job_id}/restore", status_code=202, response_model=JobView, responses={**ERRORS, **SUBMIT_ERRORS},
+             summary="Restore chosen faces of a finished detection (detect_only), without sending the photo again")
+def restore_chosen(job_id: str, request: Request, response: Response, form: Annotated[FaceChoice, Form()],
+                   service: Service) -> JobView:
+    job = service.restore_chosen(job_id, form.indices(), form.options(), owner=current_caller(request).owner)
     response.headers["Location"] = f"/api/jobs/{job.id}"
     response.headers["Retry-After"] = str(POLL_SECONDS)
     return view(service, job)
