@@ -260,8 +260,10 @@ class JobHandler:
 
 
 def face_record(face, unframed) -> dict:
-    """How a job records a face: its box in the photo's pixels (x0, y0, x1, y1) and its score."""
-    return {"box": [round(v, 1) for v in map_box(face.box, unframed)], "score": round(face.score, 4)}
+    """How a job records a face: its box (x0, y0, x1, y1) in the photo's pixels and in the pixels
+    that were restored (they differ when a crop, turn or shrink framed the photo), and its score."""
+    return {"box": [round(v, 1) for v in map_box(face.box, unframed)],
+            "restored_box": [round(v, 1) for v in face.box], "score": round(face.score, 4)}
 
 
 class _HeldJob:

@@ -47,7 +47,9 @@ class JobLinks(BaseModel):
 
 class FaceView(BaseModel):
     index: int
-    box: list[float] = Field(description="x0, y0, x1, y1 in input pixels")
+    box: list[float] = Field(description="x0, y0, x1, y1 in pixels of the photo as uploaded (upright)")
+    restored_box: list[float] | None = Field(None, description="x0, y0, x1, y1 in pixels of the image that was "
+                                             "restored (the before image; the same unless a crop, turn or shrink)")
     score: float
     before: str | None = None
     after: str | None = None
@@ -175,6 +177,7 @@ def job_view(job: Job, position: int | None, standin: bool) -> JobView:
         FaceView(
             index=i,
             box=face["box"],
+            restored_box=face.get("restored_box"),
             score=face["score"],
             before=f"{base}/faces/{i}/before" if done else None,
             after=f"{base}/faces/{i}/after" if done else None,

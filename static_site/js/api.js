@@ -67,7 +67,7 @@ export async function apiFetch(path, init = {}) {
 }
 
 /** POST a multipart form with upload progress (fetch cannot report it). Resolves to {body, retryAfter}. */
-export function postForm(path, form, onProgress) {
+export function postForm(path, form, onProgress = () => {}) {
   const xhr = new XMLHttpRequest();
   const promise = new Promise((resolve, reject) => {
     xhr.open("POST", apiUrl(path));
@@ -93,17 +93,22 @@ export function postForm(path, form, onProgress) {
   return { promise, abort: () => xhr.abort() };
 }
 
-export function jobForm(file, filename, fields) {
+/** The options as form fields; alone, they restore the chosen faces of a job's photo. */
+export function fieldsForm(fields) {
   const form = new FormData();
-  form.append("file", file, filename);
   for (const [key, value] of Object.entries(fields)) form.append(key, value);
   return form;
 }
 
+export function jobForm(file, filename, fields) {
+  const form = fieldsForm(fields);
+  form.append("file", file, filename);
+  return form;
+}
+
 export function batchForm(files, fields) {
-  const form = new FormData();
+  const form = fieldsForm(fields);
   for (const { file, name } of files) form.append("files", file, name);
-  for (const [key, value] of Object.entries(fields)) form.append(key, value);
   return form;
 }
 

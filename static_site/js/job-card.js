@@ -2,7 +2,7 @@
  * (batch-group.js) is compact, is updated from the group's summary, and opens its comparison only
  * on request (a group may hold dozens of photos). */
 
-import { apiUrl, forget, jobForm, localTime, postForm, serverNow, TERMINAL } from "./api.js";
+import { apiUrl, fieldsForm, forget, jobForm, localTime, postForm, serverNow, TERMINAL } from "./api.js";
 import { ACTIVE, Card, RETRYABLE } from "./card.js";
 import { $, announce, h, nextId } from "./dom.js";
 import { explain } from "./errors.js";
@@ -12,6 +12,7 @@ import { optionSummary, readOptions, submissionFields } from "./options-form.js"
 import { showStandinBanner } from "./service-status.js";
 import { state, store } from "./store.js";
 import { uploadQueue } from "./upload-queue.js";
+import { FaceChooser } from "./face-chooser.js";
 import { Viewer } from "./viewer.js";
 
 // Shown where a photo has no picture to show (not accepted, or gone from the server).
@@ -267,7 +268,10 @@ export class JobCard extends Card {
     this.renderError(status);
     this.renderActions(status);
     const showResult = status === "succeeded" && this.full && this.expanded;
-    if (showResult && !this.result) this.renderResult();
+    if (showResult && !this.result) {
+      if (this.isDetection) this.renderChooser();
+      else this.renderResult();
+    }
     this.q(".result").hidden = !showResult;
   }
 
@@ -355,6 +359,44 @@ export class JobCard extends Card {
     }
   }
 
+  /** A finished detection (detect_only): faces to choose, no image yet. */
+  get isDetection() {
+    const r = this.record;
+    return !!(r && r.status === "succeeded" && r.links && r.links.restore && !r.links.result);
+  }
+
+  renderChooser() {
+    const r = this.record;
+    this.result = new FaceChooser({
+      image: apiUrl(r.links.input), width: r.input.width, height: r.input.height, faces: r.faces || [],
+      name: this.filename, onRestore: (indices) => this.restoreChosen(indices),
+    });
+    this.q(".result").replaceChildren(this.result.el);
+  }
+
+  /** Restore the chosen faces (a new job on the server, the same photo): this card follows it. */
+  async restoreChosen(indices) {
+    const options = { ...readOptions(), detect_only: false };
+    const fields = { ...submissionFields(options), faces: indices.join(",") };
+    this.result.restore.disabled = true;
+    try {
+      const { body, retryAfter } = await postForm(`/api/jobs/${this.id}/restore`, fieldsForm(fields)).promise;
+      this.id = body.id;
+      this.el.dataset.jobId = body.id;
+      this.result = null;
+      this.q(".result").replaceChildren();
+      this.full = false;
+      this.setRecord(body, true);
+      store.save();
+      this.schedulePoll(retryAfter ?? 1);
+      announce(`Restoring ${indices.length === 1 ? "1 face" : `${indices.length} faces`} of ${this.filename}.`);
+    } catch (error) {
+      this.result.restore.disabled = false;
+      this.error = error;
+      this.showError(error);
+    }
+  }
+
   renderResult() {
     const r = this.record;
     const container = this.q(".result");
@@ -366,13 +408,16 @@ export class JobCard extends Card {
       before: apiUrl(r.links.before || r.links.input), after: apiUrl(r.links.result),
       width: out.width, height: out.height, resultLabel, name: this.filename,
     });
-    // Face boxes are in the engine's input pixels: the result's size divided by the upscale.
+    // The restored pixels' boxes (the photo's, framed as it was restored), scaled up as the result was.
     const scale = (r.options && r.options.upscale) || 1;
-    const focusOf = ([x0, y0, x1, y1]) => ({
-      x: clamp(((x0 + x1) / 2) * scale / out.width, 0, 1), y: clamp(((y0 + y1) / 2) * scale / out.height, 0, 1),
-    });
+    const focusOf = ({ box, restored_box: restored }) => {
+      const [x0, y0, x1, y1] = restored || box;
+      return {
+        x: clamp(((x0 + x1) / 2) * scale / out.width, 0, 1), y: clamp(((y0 + y1) / 2) * scale / out.height, 0, 1),
+      };
+    };
     const faces = (r.faces || []).filter((f) => f.before && f.after);
-    if (faces.length) this.result.faceFocus = focusOf(faces[0].box);
+    if (faces.length) this.result.faceFocus = focusOf(faces[0]);
 
     const facts = [];
     const n = r.face_count;
@@ -405,7 +450,7 @@ export class JobCard extends Card {
         h("div", { class: "face-pair" },
           h("figure", {}, h("img", { src: apiUrl(face.before), alt: `Face ${number} before`, decoding: "async" }), h("figcaption", {}, "Before")),
           h("figure", {}, h("img", { src: apiUrl(face.after), alt: `Face ${number} restored`, decoding: "async" }), h("figcaption", {}, "After"))),
-        h("button", { type: "button", class: "btn-text", onclick: () => this.result.showDetail(focusOf(face.box)),
+        h("button", { type: "button", class: "btn-text", onclick: () => this.result.showDetail(focusOf(face)),
           "aria-label": `Zoom the comparison to face ${number}` }, `Face ${number} — zoom in`)));
     }
     return h("section", { class: "faces", "aria-labelledby": headingId },

@@ -32,6 +32,16 @@ const OPTION_UI = {
   auto_contrast: { label: "Fix faded contrast" },
   white_balance: { label: "Fix colour cast" },
   crop: { label: "Crop", placeholder: "x, y, width, height" },
+  color: {
+    label: "Colour", main: true,
+    values: { auto: "Keep black-and-white and sepia", keep: "Always the photo's own tone", restore: "Restored colours" },
+    help: "Old photos stay black-and-white or sepia by default; colour photos get the restored colours.",
+  },
+  texture: { label: "Skin texture", main: true, control: "range", step: 0.05, show: (v) => (v ? `${Math.round(v * 100)}%` : "off") },
+  detect_only: { label: "Choose the faces first", main: true,
+    help: "Find the faces, then pick the ones to restore (group photos, people in the background)." },
+  // Boxes are for the API and the command line; the page chooses faces on the photo itself.
+  face_boxes: { hidden: true },
 };
 const ORDER = Object.keys(OPTION_UI);
 
@@ -80,6 +90,7 @@ export function buildOptionsForm(schemaProps, availableModels) {
   for (const name of names) {
     const field = schema[name];
     const ui = OPTION_UI[name] || {};
+    if (ui.hidden) continue;
     let value = name in saved && validValue(field, saved[name]) ? saved[name] : field.default;
     if (name === "model" && availableModels.length && !availableModels.includes(String(value))) value = availableModels[0];
     const control = buildField(name, field, ui, value, name === "model" ? availableModels : null);
@@ -212,6 +223,10 @@ export function optionSummary(options) {
   if (options.blend_mask === "box") parts.push("soft-square blend");
   if (options.only_center_face) parts.push("centre face only");
   if (options.aligned) parts.push("aligned face");
+  if (options.color && options.color !== "auto") parts.push(options.color === "keep" ? "photo's tone" : "restored colours");
+  if (options.texture) parts.push(`texture ${Math.round(options.texture * 100)}%`);
+  if (options.detect_only) parts.push("choosing faces");
+  if (options.face_boxes) parts.push("chosen faces");
   if (options.output_format && options.output_format !== "png") parts.push(options.output_format.toUpperCase());
   return parts.join(" · ");
 }
