@@ -99,6 +99,7 @@ class JobService:
             input_width=decoded.width,
             input_height=decoded.height,
             input_format=decoded.source_format,
+            input_profile=decoded.profile or "",
             owner=owner,
             batch_id=batch_id,
             batch_index=batch_index,
@@ -106,7 +107,8 @@ class JobService:
         )
         job.input_blob = input_blob_name(job.id)
         job.expires_at = job.created_at + timedelta(hours=self.settings.retention_hours)
-        # Stored re-encoded: orientation applied, metadata (EXIF, GPS) gone, format known.
+        # Stored re-encoded: orientation applied, converted to sRGB and tagged so, metadata
+        # (EXIF, GPS, XMP) gone, format known.
         self.storage.put_blob(self.settings.uploads_container, job.input_blob, codec.encode(decoded.pixels), "image/png")
         self.jobs.create(job)
         if enqueue:
