@@ -10,9 +10,9 @@ perceptual intent would be the same conversion, and for table profiles it would 
 in-gamut colours too, which is exactly what we must not do.
 
 Everything we write is tagged with :data:`SRGB`, a small ICC v2 sRGB profile built here
-rather than taken from littleCMS: its bytes are the same in every process and version
-(littleCMS stamps its built-in profile with the time of creation, and ICC v4, which old
-viewers misread), so a stored input recognises itself and is not converted again.
+rather than taken from littleCMS, whose built-in one is ICC v4 (which old viewers misread)
+and stamped with the time it was made. Ours has the same bytes in every process and
+version, so a stored input is recognised as ours and not converted again.
 """
 
 from __future__ import annotations
