@@ -74,6 +74,10 @@ class JobView(BaseModel):
     filename: str
     options: dict[str, Any]
     input: ImageInfo
+    color_profile: str | None = Field(None, description=(
+        "The colour profile the upload carried (its own name, e.g. Display P3), from which its colours were "
+        "converted to sRGB for restoring; null: none, its pixels were taken as sRGB. Everything served (input, "
+        "result, faces) is sRGB, with the sRGB profile embedded"))
     result: ImageInfo | None = None
     face_count: int | None = None
     faces: list[FaceView] = []
@@ -189,6 +193,7 @@ def job_view(job: Job, position: int | None, standin: bool) -> JobView:
         **{name: getattr(job, name) for name in _SAME_AS_RECORD},
         queue_position=position,
         input=ImageInfo(width=job.input_width, height=job.input_height, format=job.input_format),
+        color_profile=job.input_profile or None,
         result=ImageInfo(width=job.result_width, height=job.result_height, format=fmt) if done else None,
         faces=faces,
         error=job_error(job),

@@ -2,19 +2,28 @@
 
 Uploads are identified by their content (never by name or Content-Type), their size is
 checked from the header before any pixel is decoded (decompression bombs), EXIF
-orientation is applied, and everything we store or serve is re-encoded without
-metadata. Pixels travel as OpenCV-style BGR ``uint8`` arrays, as GFPGAN expects.
+orientation is applied, an embedded colour profile is converted to sRGB (icc.py), and
+everything we store or serve is re-encoded without metadata but for the sRGB profile that
+says what its pixels mean. Pixels travel as OpenCV-style sRGB BGR ``uint8`` arrays, as
+GFPGAN expects.
 """
 
 from __future__ import annotations
 
 import io
+import logging
+import struct
 import warnings
+import zlib
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageCms, ImageOps
+
+from . import icc
+
+log = logging.getLogger(__name__)
 
 ALLOWED_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 OUTPUT_FORMATS = {"png": ("PNG", "image/png"), "jpeg": ("JPEG", "image/jpeg"), "webp": ("WEBP", "image/webp")}
@@ -60,8 +69,9 @@ class ImageRejected(ValueError):
 
 @dataclass(frozen=True)
 class DecodedImage:
-    pixels: np.ndarray  # H x W x 3, BGR, uint8
+    pixels: np.ndarray  # H x W x 3, BGR, uint8, sRGB
     source_format: str  # JPEG | PNG | WEBP
+    profile: str | None = None  # the name of the colour profile converted from; None: the pixels were sRGB
 
     @property
     def width(self) -> int:
@@ -105,22 +115,49 @@ def probe(data: bytes, max_pixels: int) -> tuple[str, int, int]:
 
 
 def decode(data: bytes, max_pixels: int, *, auto_orient: bool = True) -> DecodedImage:
-    """Validate and decode an upload to BGR pixels, EXIF orientation applied."""
+    """Validate and decode an upload to sRGB BGR pixels, EXIF orientation applied."""
     fmt, _, _ = probe(data, max_pixels)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with Image.open(io.BytesIO(data), formats=_PARSERS) as img:
                 img.load()
+                embedded = img.info.get("icc_profile")
                 if auto_orient:
                     img = ImageOps.exif_transpose(img)
-                rgb = _to_rgb(img)
+                rgb, profile = _to_srgb(img, embedded)
     except ImageRejected:
         raise
     except Exception:  # Pillow raises many types for damaged data; all mean the same here
         raise ImageRejected("corrupt_image", f"the {fmt} file is damaged or truncated and cannot be decoded") from None
     pixels = np.ascontiguousarray(np.asarray(rgb)[:, :, ::-1])
-    return DecodedImage(pixels=pixels, source_format=fmt)
+    return DecodedImage(pixels=pixels, source_format=fmt, profile=profile)
+
+
+_GREY_MODES = ("1", "L", "LA", "I;16", "I;16B", "I;16L", "I")
+
+
+def _to_srgb(img: Image.Image, embedded: bytes | None) -> tuple[Image.Image, str | None]:
+    """RGB pixels in sRGB, and the name of the profile they were converted from. A profile
+    that is damaged, or does not describe these pixels (an RGB profile on CMYK...), is
+    ignored, as browsers ignore it: the pixels are taken as sRGB."""
+    profile = icc.embedded(embedded)
+    mode = profile and icc.mode_for(profile)
+    if mode == "CMYK" and img.mode == "CMYK":
+        source = img
+    elif mode == "RGB" and img.mode != "CMYK":
+        source = _to_rgb(img)
+    elif mode == "L" and img.mode in _GREY_MODES:
+        source = _to_rgb(img).convert("L")  # exact: R = G = B
+    else:
+        if embedded and embedded != icc.SRGB:
+            log.info("ignored a colour profile that is damaged or does not match %s pixels", img.mode)
+        return _to_rgb(img), None
+    try:
+        return icc.to_srgb(source, profile), icc.description(profile)
+    except ImageCms.PyCMSError:
+        log.info("ignored a colour profile littleCMS cannot convert from")
+        return _to_rgb(img), None
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -137,23 +174,39 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+# The sRGB profile as a PNG chunk, built once: name, compression method 0, deflated profile.
+_PNG_ICCP = _png_chunk(b"iCCP", b"sRGB\0\0" + zlib.compress(icc.SRGB, 9))
+_PNG_IHDR_END = 8 + 4 + 4 + 13 + 4  # signature, then IHDR's length, type, data and CRC
+
+
 def encode(pixels: np.ndarray, fmt: str = "png", quality: int = 92) -> bytes:
-    """Encode BGR pixels; no metadata is written. ``fmt`` is png | jpeg | webp."""
+    """Encode sRGB BGR pixels, tagged with the sRGB profile and no other metadata, so that
+    software that does not assume sRGB (print labs, editors with another working space)
+    shows them right too. ``fmt`` is png | jpeg | webp."""
     pil_format, _ = OUTPUT_FORMATS[fmt]
     if pil_format == "PNG":
         # OpenCV's defaults (fastest level, run-length strategy), as GFPGAN's own script
         # writes: ~1.7x faster than level 1 with the default strategy for ~10% larger files,
-        # and results live for hours, not years.
+        # and results live for hours, not years. OpenCV cannot embed a profile, so the
+        # iCCP chunk goes in after IHDR, where PNG wants it (before any image data).
         ok, buffer = cv2.imencode(".png", np.ascontiguousarray(pixels))
         if not ok:
             raise ValueError("PNG encoding failed")
-        return buffer.tobytes()
+        data = buffer.tobytes()
+        if data[12:16] != b"IHDR":
+            raise ValueError("PNG encoding did not start with IHDR")
+        return data[:_PNG_IHDR_END] + _PNG_ICCP + data[_PNG_IHDR_END:]
     img = Image.fromarray(np.ascontiguousarray(pixels[:, :, ::-1]), "RGB")
     out = io.BytesIO()
     if pil_format == "JPEG":
-        img.save(out, "JPEG", quality=quality, optimize=False, subsampling=0 if quality >= 90 else 2)
+        img.save(out, "JPEG", quality=quality, optimize=False, subsampling=0 if quality >= 90 else 2,
+                 icc_profile=icc.SRGB)
     else:
-        img.save(out, "WEBP", quality=quality, method=4)
+        img.save(out, "WEBP", quality=quality, method=4, icc_profile=icc.SRGB)
     return out.getvalue()
 
 

@@ -79,6 +79,7 @@ class Job:
     input_width: int = 0
     input_height: int = 0
     input_format: str = ""
+    input_profile: str = ""  # the name of the colour profile the upload carried, converted to sRGB; "" for none
     result_blob: str = ""
     result_content_type: str = ""
     result_width: int = 0

@@ -104,12 +104,14 @@ class JobService:
             input_width=decoded.width,
             input_height=decoded.height,
             input_format=decoded.source_format,
+            input_profile=decoded.profile or "",
             owner=owner,
             batch_id=batch_id,
             batch_index=batch_index,
             enqueued=enqueue,
         )
-        # Stored re-encoded: orientation applied, metadata (EXIF, GPS) gone, format known.
+        # Stored re-encoded: orientation applied, converted to sRGB and tagged so, metadata
+        # (EXIF, GPS, XMP) gone, format known.
         return self._store(job, codec.encode(decoded.pixels), enqueue)
 
     def _store(self, job: Job, input_png: bytes, enqueue: bool = True) -> Job:
@@ -144,7 +146,8 @@ class JobService:
         restore = options.model_copy(update={**framing, "detect_only": False, "face_boxes": boxes or None})
         self.check_capacity()
         job = Job(id=new_job_id(), options=restore.model_dump(), filename=source.filename, owner=owner,
-                  input_width=source.input_width, input_height=source.input_height, input_format=source.input_format)
+                  input_width=source.input_width, input_height=source.input_height, input_format=source.input_format,
+                  input_profile=source.input_profile)
         return self._store(job, self._blob(self.settings.uploads_container, source.input_blob, source_id))
 
     # -- batches ------------------------------------------------------------------
