@@ -6,10 +6,14 @@ body limit), the error table (errors.py), one router per resource (routes/), and
 
 from __future__ import annotations
 
-from fastapi import Depends, FastAPI
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from starlette.exceptions import HTTPException
+from starlette.routing import Match, Mount, compile_path
 
 from ..config import Settings
 from ..jobs.service import JobService
@@ -52,12 +56,41 @@ def create_app(settings: Settings, storage: Storage | None = None) -> FastAPI:
         )
     app.add_middleware(SecurityHeaders)
     errors.install(app)
+    app.add_exception_handler(405, _method_not_allowed)
 
     for router in (jobs.router, batches.router, meta.router):
         app.include_router(router)
     if settings.static_site_dir.is_dir():
-        app.mount("/", StaticFiles(directory=settings.static_site_dir, html=True), name="site")
+        app.router.routes.append(_Site("/", app=StaticFiles(directory=settings.static_site_dir, html=True), name="site"))
     # Server spans (the start of each job's trace) and HTTP metrics; without a telemetry
     # provider installed they are no-ops. Health probes would only be noise.
     FastAPIInstrumentor.instrument_app(app, excluded_urls="api/health")
     return app
+
+
+class _Site(Mount):
+    """The page, at every path but the API's: an /api path is the API's to answer, with its 404
+    or its 405 (a mount at "/" matches every path, so the router never fell back to the route
+    that has the path with another method)."""
+
+    def matches(self, scope) -> tuple[Match, dict[str, Any]]:
+        path = scope.get("path", "")
+        if path == "/api" or path.startswith("/api/"):
+            return Match.NONE, {}
+        return super().matches(scope)
+
+
+def _allowed_methods(app: FastAPI, path: str) -> list[str] | None:
+    """The methods /openapi.json documents for ``path``, or None for a path it does not have."""
+    for template, operations in app.openapi()["paths"].items():
+        if compile_path(template)[0].match(path):
+            return sorted(method.upper() for method in operations)
+    return None
+
+
+def _method_not_allowed(request: Request, exc: HTTPException):
+    """A 405 whose Allow names every method of the path: Starlette names only those of the one
+    route it tried, and GET and DELETE on a job are two routes."""
+    allowed = _allowed_methods(request.app, request.url.path)
+    headers = {**(exc.headers or {}), **({"Allow": ", ".join(allowed)} if allowed else {})}
+    return errors.error_response(405, "method_not_allowed", str(exc.detail), headers=headers)
