@@ -8,15 +8,26 @@ from datetime import datetime
 from typing import Any, Literal
 
 from fastapi import UploadFile
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..jobs.batches import Batch, summary
 from ..jobs.options import JobOptions
 from ..jobs.records import Job
 
 
+def _form_fields(schema: dict[str, Any]) -> None:
+    """A form field is absent or has a value, never null: ``crop: str | None`` is a string
+    here, not pydantic's ``anyOf [string, null]`` (a form cannot carry a null)."""
+    for prop in schema["properties"].values():
+        if "anyOf" in prop:
+            (value,) = [choice for choice in prop.pop("anyOf") if choice.get("type") != "null"]
+            prop.update(value)
+
+
 class JobSubmission(JobOptions):
     """multipart/form-data: the image plus any options (all optional)."""
+
+    model_config = ConfigDict(json_schema_extra=_form_fields)
 
     file: UploadFile = Field(description="The photo: JPEG, PNG or WebP")
 
@@ -85,7 +96,9 @@ class JobView(BaseModel):
 class BatchSubmission(JobOptions):
     """multipart/form-data: several images (or one zip of them) plus options for all."""
 
-    files: list[UploadFile] = Field(description="JPEG, PNG or WebP images, or a zip of them")
+    model_config = ConfigDict(json_schema_extra=_form_fields)
+
+    files: list[UploadFile] = Field(min_length=1, description="JPEG, PNG or WebP images, or a zip of them")
 
     def options(self) -> JobOptions:
         return JobOptions(**self.model_dump(exclude={"files"}))

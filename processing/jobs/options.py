@@ -7,6 +7,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+# What /openapi.json says a crop is (ASCII digits and spaces only, so that JSON Schema's and
+# Python's regular expressions agree on it): x,y,width,height with width and height >= 16.
+_SIDE = "0*(?:1[6-9]|[2-9][0-9]|[1-9][0-9]{2,})"
+CROP_PATTERN = f"^ *[0-9]+ *, *[0-9]+ *, *{_SIDE} *, *{_SIDE} *$"
+
 
 class JobOptions(BaseModel):
     """Restoration options. Every field has a default, so an upload alone is a valid job."""
@@ -35,7 +40,8 @@ class JobOptions(BaseModel):
     # Preprocessing, applied in this order before faces are detected (images.preprocess).
     auto_orient: bool = Field(True, description="Turn the photo upright as its camera recorded (EXIF orientation)")
     crop: str | None = Field(
-        None, description="Keep only this rectangle: x,y,width,height in pixels of the upright photo"
+        None, description="Keep only this rectangle: x,y,width,height in pixels of the upright photo "
+        "(width and height at least 16)", json_schema_extra={"pattern": CROP_PATTERN},
     )
     # An int checked by hand: form fields arrive as text, which a Literal of ints refuses.
     rotate: int = Field(0, description="Rotate clockwise by this many degrees", json_schema_extra={"enum": [0, 90, 180, 270]})
@@ -58,7 +64,7 @@ class JobOptions(BaseModel):
     def _crop_shape(cls, value: str | None) -> str | None:
         if value in (None, ""):
             return None
-        if not re.fullmatch(r"\s*\d+\s*,\s*\d+\s*,\s*\d+\s*,\s*\d+\s*", value):
+        if not re.fullmatch(r" *[0-9]+ *, *[0-9]+ *, *[0-9]+ *, *[0-9]+ *", value):
             raise ValueError("crop must be x,y,width,height (four whole numbers)")
         x, y, w, h = (int(part) for part in value.split(","))
         if w < 16 or h < 16:
