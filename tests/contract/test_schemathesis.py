@@ -80,7 +80,8 @@ def test_schemathesis_finds_nothing_in_any_phase(stack, tmp_path):
     assert result["complete"] and result["failures"] == [] and result["errors"] == [], output
     assert result["operations"]["tested"] == result["operations"]["total"] == 13, output
     phases = {name: phase["status"] for name, phase in result["phases"].items()}
-    assert phases == {"examples": "skip", "coverage": "success", "fuzzing": "success", "stateful": "success"}, output
+    assert phases.pop("examples") in ("skip", "success"), output  # skipped while the spec gives no examples
+    assert phases == {"coverage": "success", "fuzzing": "success", "stateful": "success"}, output
 
     # The stateful phase's submissions were accepted, and the spec's links (the only ones:
     # inference is off) carried their ids to every operation on a job or batch, each of which
