@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Path, Request, Response
+from fastapi import APIRouter, Depends, File, Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
 
@@ -12,11 +12,10 @@ from ...jobs.service import JobService
 from ..deps import charge_extra, current_caller, get_service
 from ..errors import POLL_SECONDS
 from ..schemas import BatchSubmission, BatchView, batch_view
-from .contract import ACCEPTED_HEADERS, GATE, ID_PATTERN, NOT_FOUND, SUBMISSION, error, header, links_to, retry_after
+from .contract import ACCEPTED_HEADERS, GATE, NOT_FOUND, SUBMISSION, BatchId, error, header, links_to, retry_after
 
 router = APIRouter(prefix="/api/batches", tags=["batches"])
 Service = Annotated[JobService, Depends(get_service)]
-BatchId = Annotated[str, Path(description="The batch's id (from its submission)", json_schema_extra={"pattern": ID_PATTERN})]
 READ = {**GATE, **NOT_FOUND}
 
 

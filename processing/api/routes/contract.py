@@ -8,12 +8,20 @@ live service in tests/contract). Every job and batch route passes the access gat
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
+
+from fastapi import Path
 
 from ..schemas import ErrorResponse
 
-# Ids are 128-bit random, as 32 lowercase hex digits; any other value is simply not found (404).
-ID_PATTERN = "^[0-9a-f]{32}$"
+
+def _id(what: str) -> Any:
+    # Ids are 128-bit random, as 32 lowercase hex digits; any other value is simply not found (404).
+    return Annotated[str, Path(description=f"The {what}'s id (from its submission)",
+                               json_schema_extra={"pattern": "^[0-9a-f]{32}$"})]
+
+
+JobId, BatchId = _id("job"), _id("batch")
 
 
 def header(description: str, *, required: bool = True, schema: dict[str, Any] | None = None) -> dict[str, Any]:

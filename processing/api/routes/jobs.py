@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, File, Path, Request, Response
+from fastapi import APIRouter, Depends, File, Request, Response
 
 from ...jobs.records import Job
 from ...jobs.service import Download, JobService
@@ -12,12 +12,11 @@ from ..deps import current_caller, get_service
 from ..errors import POLL_SECONDS
 from ..schemas import JobSubmission, JobView, job_view
 from .contract import (
-    ACCEPTED_HEADERS, GATE, ID_PATTERN, INVALID, NOT_FOUND, NOT_READY, SUBMISSION, error, image, links_to, retry_after,
+    ACCEPTED_HEADERS, GATE, INVALID, NOT_FOUND, NOT_READY, SUBMISSION, JobId, error, image, links_to, retry_after,
 )
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 Service = Annotated[JobService, Depends(get_service)]
-JobId = Annotated[str, Path(description="The job's id (from its submission)", json_schema_extra={"pattern": ID_PATTERN})]
 
 # The operations a submitted job's id opens, each an OpenAPI link from the 202.
 JOB_OPERATIONS = ("get_job", "get_job_result", "get_job_input", "get_job_before", "get_job_face", "delete_job")
