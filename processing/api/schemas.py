@@ -9,15 +9,26 @@ from datetime import datetime
 from typing import Any, Literal
 
 from fastapi import UploadFile
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..jobs.batches import Batch, summary
 from ..jobs.options import JobOptions
 from ..jobs.records import Job
 
 
+def _form_fields(schema: dict[str, Any]) -> None:
+    """A form field is absent or has a value, never null: ``crop: str | None`` is a string
+    here, not pydantic's ``anyOf [string, null]`` (a form cannot carry a null)."""
+    for prop in schema["properties"].values():
+        if "anyOf" in prop:
+            (value,) = [choice for choice in prop.pop("anyOf") if choice.get("type") != "null"]
+            prop.update(value)
+
+
 class JobSubmission(JobOptions):
     """multipart/form-data: the image plus any options (all optional)."""
+
+    model_config = ConfigDict(json_schema_extra=_form_fields)
 
     file: UploadFile = Field(description="The photo: JPEG, PNG or WebP")
 
@@ -92,18 +103,24 @@ class JobView(BaseModel):
     links: JobLinks
 
 
-class FaceChoice(JobOptions):
-    """multipart/form-data (or urlencoded): which of a detection's faces to restore, and the
-    options for the restoration (the photo's framing is the detection's)."""
+FACES_PATTERN = "^ *[0-9]+ *(, *[0-9]+ *)*$"
 
-    faces: str | None = Field(None, description="Indices of the detection's faces to restore, e.g. 0,2 (all if absent)")
+
+class FaceChoice(JobOptions):
+    """A form: which of a detection's faces to restore, and the options for the restoration
+    (the photo's framing is the detection's)."""
+
+    model_config = ConfigDict(json_schema_extra=_form_fields)
+
+    faces: str | None = Field(None, description="Indices of the detection's faces to restore, e.g. 0,2 (all if absent)",
+                              json_schema_extra={"pattern": FACES_PATTERN})
 
     @field_validator("faces")
     @classmethod
     def _indices(cls, value: str | None) -> str | None:
         if value in (None, ""):
             return None
-        if not re.fullmatch(r"\s*\d+\s*(,\s*\d+\s*)*", value):
+        if not re.fullmatch(FACES_PATTERN[1:-1], value):
             raise ValueError("faces must be face indices separated by commas, e.g. 0,2")
         indices = [int(part) for part in value.split(",")]
         if len(set(indices)) != len(indices):
@@ -120,7 +137,9 @@ class FaceChoice(JobOptions):
 class BatchSubmission(JobOptions):
     """multipart/form-data: several images (or one zip of them) plus options for all."""
 
-    files: list[UploadFile] = Field(description="JPEG, PNG or WebP images, or a zip of them")
+    model_config = ConfigDict(json_schema_extra=_form_fields)
+
+    files: list[UploadFile] = Field(min_length=1, description="JPEG, PNG or WebP images, or a zip of them")
 
     def options(self) -> JobOptions:
         return JobOptions(**self.model_dump(exclude={"files"}))

@@ -9,8 +9,17 @@ import numpy as np
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+# What /openapi.json says a crop is (ASCII digits and spaces only, so that JSON Schema's and
+# Python's regular expressions agree on it): x,y,width,height with width and height >= 16.
+_SIDE = "0*(?:1[6-9]|[2-9][0-9]|[1-9][0-9]{2,})"
+CROP_PATTERN = f"^ *[0-9]+ *, *[0-9]+ *, *{_SIDE} *, *{_SIDE} *$"
+
 
 MAX_FACE_BOXES = 50
+# What /openapi.json says face boxes are (ASCII digits and spaces, as for the crop): up to
+# MAX_FACE_BOXES of x,y,width,height separated by ';', each with some area.
+_BOX = " *[0-9]+ *, *[0-9]+ *, *0*[1-9][0-9]* *, *0*[1-9][0-9]* *"
+FACE_BOXES_PATTERN = f"^{_BOX}(;{_BOX}){{0,{MAX_FACE_BOXES - 1}}}$"
 
 
 class InvalidOption(ValueError):
@@ -61,6 +70,7 @@ class JobOptions(BaseModel):
         None,
         description="Restore only the faces at these boxes: x,y,width,height in pixels of the upright photo, "
         "several separated by ';' (a box chooses the face it overlaps most)",
+        json_schema_extra={"pattern": FACE_BOXES_PATTERN},
     )
     output_format: Literal["png", "jpeg", "webp"] = Field("png", description="Format of the restored image")
     quality: int = Field(92, ge=1, le=100, description="JPEG/WebP quality (ignored for PNG)")
@@ -68,7 +78,8 @@ class JobOptions(BaseModel):
     # Preprocessing, applied in this order before faces are detected (images.preprocess).
     auto_orient: bool = Field(True, description="Turn the photo upright as its camera recorded (EXIF orientation)")
     crop: str | None = Field(
-        None, description="Keep only this rectangle: x,y,width,height in pixels of the upright photo"
+        None, description="Keep only this rectangle: x,y,width,height in pixels of the upright photo "
+        "(width and height at least 16)", json_schema_extra={"pattern": CROP_PATTERN},
     )
     # An int checked by hand: form fields arrive as text, which a Literal of ints refuses.
     rotate: int = Field(0, description="Rotate clockwise by this many degrees", json_schema_extra={"enum": [0, 90, 180, 270]})
@@ -91,7 +102,7 @@ class JobOptions(BaseModel):
     def _crop_shape(cls, value: str | None) -> str | None:
         if value in (None, ""):
             return None
-        if not re.fullmatch(r"\s*\d+\s*,\s*\d+\s*,\s*\d+\s*,\s*\d+\s*", value):
+        if not re.fullmatch(r" *[0-9]+ *, *[0-9]+ *, *[0-9]+ *, *[0-9]+ *", value):
             raise ValueError("crop must be x,y,width,height (four whole numbers)")
         x, y, w, h = (int(part) for part in value.split(","))
         if w < 16 or h < 16:
@@ -103,14 +114,14 @@ class JobOptions(BaseModel):
     def _boxes_shape(cls, value: str | None) -> str | None:
         if value in (None, ""):
             return None
-        boxes = [part.strip() for part in value.split(";") if part.strip()]
-        if not 1 <= len(boxes) <= MAX_FACE_BOXES:
+        boxes = value.split(";")
+        if len(boxes) > MAX_FACE_BOXES:
             raise ValueError(f"face_boxes must list 1 to {MAX_FACE_BOXES} boxes")
         for box in boxes:
-            if not re.fullmatch(r"\d+\s*,\s*\d+\s*,\s*\d+\s*,\s*\d+", box):
-                raise ValueError(f"{box!r} is not x,y,width,height (four whole numbers)")
+            if not re.fullmatch(" *[0-9]+ *, *[0-9]+ *, *[0-9]+ *, *[0-9]+ *", box):
+                raise ValueError(f"{box.strip()!r} is not x,y,width,height (four whole numbers)")
             if any(int(v) == 0 for v in box.split(",")[2:]):
-                raise ValueError(f"{box!r} has no area")
+                raise ValueError(f"{box.strip()!r} has no area")
         return ";".join(",".join(str(int(v)) for v in box.split(",")) for box in boxes)
 
     def face_box_list(self) -> list[tuple[float, float, float, float]] | None:

@@ -197,7 +197,7 @@ class JobService:
         batch, members = self.batch(batch_id)
         if not all(job.terminal for job in members):
             raise BatchNotReady(batch_id)
-        done = [job for job in members if job.status == SUCCEEDED]
+        done = [job for job in members if job.status == SUCCEEDED and job.result_blob]  # detections have no image
 
         def entries():
             for job in done:

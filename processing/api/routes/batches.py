@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Form, Request, Response
+from fastapi import APIRouter, Depends, File, Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
 
@@ -12,15 +12,21 @@ from ...jobs.service import JobService
 from ..deps import charge_extra, current_caller, get_service
 from ..errors import POLL_SECONDS
 from ..schemas import BatchSubmission, BatchView, batch_view
-from .jobs import ERRORS, SUBMIT_ERRORS
+from .contract import ACCEPTED_HEADERS, GATE, NOT_FOUND, SUBMISSION, BatchId, error, header, links_to, retry_after
 
 router = APIRouter(prefix="/api/batches", tags=["batches"])
 Service = Annotated[JobService, Depends(get_service)]
+READ = {**GATE, **NOT_FOUND}
 
 
-@router.post("", status_code=202, response_model=BatchView, responses=SUBMIT_ERRORS,
-             summary="Submit several photos (or a zip) with the same options: one job each")
-def submit_batch(request: Request, response: Response, form: Annotated[BatchSubmission, Form()], service: Service) -> BatchView:
+@router.post("", status_code=202, response_model=BatchView, responses={
+    202: {"description": "Accepted: one job per image, the first few queued; files that were not accepted are listed "
+                         "in rejected", "headers": ACCEPTED_HEADERS,
+          "links": {**links_to(("get_batch", "get_batch_results", "delete_batch"), "batch_id"),
+                    **links_to(("get_job",), "job_id", "$response.body#/jobs/0/id")}},
+    **GATE, **SUBMISSION,
+}, summary="Submit several photos (or a zip) with the same options: one job each")
+def submit_batch(request: Request, response: Response, form: Annotated[BatchSubmission, File()], service: Service) -> BatchView:
     files = [(f.filename or "", f.file.read(service.settings.max_batch_bytes + 1)) for f in form.files]
     batch = service.submit_batch(files, form.options(), owner=current_caller(request).owner)
     charge_extra(request, len(batch.job_ids) - 1)  # one submission token per image
@@ -29,8 +35,11 @@ def submit_batch(request: Request, response: Response, form: Annotated[BatchSubm
     return batch_view(*service.batch(batch.id))
 
 
-@router.get("/{batch_id}", response_model=BatchView, responses=ERRORS, summary="Batch progress")
-def get_batch(batch_id: str, response: Response, service: Service) -> BatchView:
+@router.get("/{batch_id}", response_model=BatchView, summary="Batch progress", responses={
+    200: {"description": "The batch", "headers": retry_after("Seconds until the next poll, while jobs run", required=False)},
+    **READ,
+})
+def get_batch(batch_id: BatchId, response: Response, service: Service) -> BatchView:
     view = batch_view(*service.batch(batch_id))
     if not view.done:
         response.headers["Retry-After"] = str(POLL_SECONDS)
@@ -38,9 +47,12 @@ def get_batch(batch_id: str, response: Response, service: Service) -> BatchView:
     return view
 
 
-@router.get("/{batch_id}/results.zip", responses={200: {"content": {"application/zip": {}}}, **ERRORS},
-            summary="Every restored image of a finished batch, as one zip")
-def get_batch_zip(batch_id: str, service: Service) -> StreamingResponse:
+@router.get("/{batch_id}/results.zip", response_class=StreamingResponse, responses={
+    200: {"description": "A zip of every restored image", "content": {"application/zip": {}},
+          "headers": {"Content-Disposition": header("attachment; a file name")}},
+    **READ, **error(409, "Some of the batch's jobs are still running", retry_after("Seconds to wait")),
+}, summary="Every restored image of a finished batch, as one zip")
+def get_batch_results(batch_id: BatchId, service: Service) -> StreamingResponse:
     spool = service.batch_zip(batch_id)
     return StreamingResponse(
         iter(lambda: spool.read(1 << 20), b""),
@@ -50,7 +62,8 @@ def get_batch_zip(batch_id: str, service: Service) -> StreamingResponse:
     )
 
 
-@router.delete("/{batch_id}", status_code=204, responses=ERRORS, summary="Delete a batch and all its jobs")
-def delete_batch(batch_id: str, service: Service) -> Response:
+@router.delete("/{batch_id}", status_code=204, responses={204: {"description": "Deleted"}, **READ},
+               summary="Delete a batch and all its jobs")
+def delete_batch(batch_id: BatchId, service: Service) -> Response:
     service.delete_batch(batch_id)
     return Response(status_code=204)

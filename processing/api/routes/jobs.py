@@ -4,23 +4,24 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Form, Request, Response
+from fastapi import APIRouter, Depends, File, Form, Request, Response
 
 from ...jobs.records import Job
 from ...jobs.service import Download, JobService
 from ..deps import current_caller, get_service
 from ..errors import POLL_SECONDS
-from ..schemas import ErrorResponse, FaceChoice, JobSubmission, JobView, job_view
+from ..schemas import FaceChoice, JobSubmission, JobView, job_view
+from .contract import (
+    ACCEPTED_HEADERS, GATE, INVALID, NOT_FOUND, NOT_READY, SUBMISSION, JobId, error, image, links_to, retry_after,
+)
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 Service = Annotated[JobService, Depends(get_service)]
 
-ERRORS = {
-    404: {"model": ErrorResponse, "description": "Unknown job"},
-    409: {"model": ErrorResponse, "description": "Result not ready"},
-}
-SUBMIT_ERRORS = {status: {"model": ErrorResponse} for status in (413, 415, 422, 503)}
-IMAGE = {200: {"content": {"image/png": {}}}, **ERRORS}
+# The operations a submitted job's id opens, each an OpenAPI link from the 202.
+JOB_OPERATIONS = ("get_job", "get_job_result", "get_job_input", "get_job_before", "get_job_face", "delete_job",
+                  "restore_chosen")
+READ = {**GATE, **NOT_FOUND}
 
 
 def view(service: JobService, job: Job) -> JobView:
@@ -38,8 +39,12 @@ def file_response(download: Download, disposition: str = "inline") -> Response:
     )
 
 
-@router.post("", status_code=202, response_model=JobView, responses=SUBMIT_ERRORS, summary="Submit a photo for restoration")
-def submit_job(request: Request, response: Response, form: Annotated[JobSubmission, Form()], service: Service) -> JobView:
+@router.post("", status_code=202, response_model=JobView, summary="Submit a photo for restoration", responses={
+    202: {"description": "Accepted and queued: poll the Location", "headers": ACCEPTED_HEADERS,
+          "links": links_to(JOB_OPERATIONS, "job_id")},
+    **GATE, **SUBMISSION, **error(415, "The file is not a JPEG, PNG or WebP image (GIF, SVG, HEIC... are named)"),
+})
+def submit_job(request: Request, response: Response, form: Annotated[JobSubmission, File()], service: Service) -> JobView:
     data = form.file.file.read(service.settings.max_upload_bytes + 1)
     job = service.submit(data, form.file.filename or "", form.options(), owner=current_caller(request).owner)
     response.headers["Location"] = f"/api/jobs/{job.id}"
@@ -47,9 +52,16 @@ def submit_job(request: Request, response: Response, form: Annotated[JobSubmissi
     return view(service, job)
 
 
-@router.post("/{job_id}/restore", status_code=202, response_model=JobView, responses={**ERRORS, **SUBMIT_ERRORS},
-             summary="Restore chosen faces of a finished detection (detect_only), without sending the photo again")
-def restore_chosen(job_id: str, request: Request, response: Response, form: Annotated[FaceChoice, Form()],
+@router.post("/{job_id}/restore", status_code=202, response_model=JobView,
+             summary="Restore chosen faces of a finished detection (detect_only), without sending the photo again",
+             responses={
+                 202: {"description": "Accepted and queued: a new job for the chosen faces; poll the Location",
+                       "headers": ACCEPTED_HEADERS, "links": links_to(JOB_OPERATIONS, "job_id")},
+                 **READ, **SUBMISSION,
+                 **error(409, "The job has not finished finding faces (or it failed): the body's error.status says which",
+                         retry_after("Seconds until it is worth asking again, while the job still runs", required=False)),
+             })
+def restore_chosen(job_id: JobId, request: Request, response: Response, form: Annotated[FaceChoice, Form()],
                    service: Service) -> JobView:
     job = service.restore_chosen(job_id, form.indices(), form.options(), owner=current_caller(request).owner)
     response.headers["Location"] = f"/api/jobs/{job.id}"
@@ -57,8 +69,11 @@ def restore_chosen(job_id: str, request: Request, response: Response, form: Anno
     return view(service, job)
 
 
-@router.get("/{job_id}", response_model=JobView, responses=ERRORS, summary="Job status")
-def get_job(job_id: str, response: Response, service: Service) -> JobView:
+@router.get("/{job_id}", response_model=JobView, summary="Job status", responses={
+    200: {"description": "The job", "headers": retry_after("Seconds until the next poll, while the job runs", required=False)},
+    **READ,
+})
+def get_job(job_id: JobId, response: Response, service: Service) -> JobView:
     job = service.get(job_id)
     if not job.terminal:
         response.headers["Retry-After"] = str(POLL_SECONDS)
@@ -66,27 +81,33 @@ def get_job(job_id: str, response: Response, service: Service) -> JobView:
     return view(service, job)
 
 
-@router.get("/{job_id}/result", responses=IMAGE, summary="The restored image")
-def get_result(job_id: str, service: Service, download: bool = False) -> Response:
+@router.get("/{job_id}/result", response_class=Response, summary="The restored image",
+            responses={**image("image/png", "image/jpeg", "image/webp"), **READ, **NOT_READY, **INVALID})
+def get_job_result(job_id: JobId, service: Service, download: bool = False) -> Response:
     return file_response(service.result(job_id), "attachment" if download else "inline")
 
 
-@router.get("/{job_id}/input", responses=IMAGE, summary="The uploaded image as stored (oriented, metadata removed)")
-def get_input(job_id: str, service: Service) -> Response:
+@router.get("/{job_id}/input", response_class=Response, responses={**image("image/png"), **READ},
+            summary="The uploaded image as stored (oriented, metadata removed)")
+def get_job_input(job_id: JobId, service: Service) -> Response:
     return file_response(service.original(job_id))
 
 
-@router.get("/{job_id}/before", responses=IMAGE, summary="The image the engine restored (the input after preprocessing)")
-def get_before(job_id: str, service: Service) -> Response:
+@router.get("/{job_id}/before", response_class=Response, responses={**image("image/png"), **READ},
+            summary="The image the engine restored (the input after preprocessing)")
+def get_job_before(job_id: JobId, service: Service) -> Response:
     return file_response(service.before(job_id))
 
 
-@router.get("/{job_id}/faces/{index}/{which}", responses=IMAGE, summary="One face, aligned, before or after restoration")
-def get_face(job_id: str, index: int, which: Literal["before", "after"], service: Service) -> Response:
+@router.get("/{job_id}/faces/{index}/{which}", response_class=Response,
+            responses={**image("image/png"), **READ, **NOT_READY, **INVALID},
+            summary="One face, aligned, before or after restoration")
+def get_job_face(job_id: JobId, index: int, which: Literal["before", "after"], service: Service) -> Response:
     return file_response(service.face(job_id, index, which))
 
 
-@router.delete("/{job_id}", status_code=204, responses=ERRORS, summary="Delete a job and its images now")
-def delete_job(job_id: str, service: Service) -> Response:
+@router.delete("/{job_id}", status_code=204, responses={204: {"description": "Deleted"}, **READ},
+               summary="Delete a job and its images now")
+def delete_job(job_id: JobId, service: Service) -> Response:
     service.delete(job_id)
     return Response(status_code=204)

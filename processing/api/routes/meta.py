@@ -24,8 +24,9 @@ def model_problems(request: Request, service: JobService) -> list[str]:
     return state.model_problems
 
 
-@router.get("/health", response_model=HealthView, summary="Storage reachable, models present, queue depth")
-def health(request: Request, response: Response, service: Service) -> HealthView:
+@router.get("/health", response_model=HealthView, summary="Storage reachable, models present, queue depth",
+            responses={503: {"model": HealthView, "description": "Degraded: problems says what is wrong"}})
+def get_health(request: Request, response: Response, service: Service) -> HealthView:
     problems = []
     depth = None
     try:
@@ -48,7 +49,7 @@ def health(request: Request, response: Response, service: Service) -> HealthView
 
 
 @router.get("/info", response_model=InfoView, summary="What the page needs to know: limits, options, mode")
-def info(service: Service) -> InfoView:
+def get_info(service: Service) -> InfoView:
     settings = service.settings
     return InfoView(
         standin_weights=service.models.standin,

@@ -1,0 +1,73 @@
+"""What the routers share in /openapi.json: every answer an operation can give besides its own,
+with the headers that come with it, and the OpenAPI links from a submission to what it made.
+
+Each operation lists exactly the statuses it can answer (Schemathesis checks this against the
+live service in tests/contract). Every job and batch route passes the access gate first (401,
+429, 503), and FastAPI's default 422 is dropped where nothing can fail validation (app.py).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Path
+
+from ..schemas import ErrorResponse
+
+
+def _id(what: str) -> Any:
+    # Ids are 128-bit random, as 32 lowercase hex digits; any other value is simply not found (404).
+    return Annotated[str, Path(description=f"The {what}'s id (from its submission)",
+                               json_schema_extra={"pattern": "^[0-9a-f]{32}$"})]
+
+
+JobId, BatchId = _id("job"), _id("batch")
+
+
+def header(description: str, *, required: bool = True, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"description": description, "required": required, "schema": schema or {"type": "string"}}
+
+
+def retry_after(description: str, *, required: bool = True) -> dict[str, Any]:
+    return {"Retry-After": header(description, required=required, schema={"type": "integer", "minimum": 0})}
+
+
+def error(status: int, description: str, headers: dict[str, Any] | None = None) -> dict[int, dict[str, Any]]:
+    answer: dict[str, Any] = {"model": ErrorResponse, "description": description}
+    if headers:
+        answer["headers"] = headers
+    return {status: answer}
+
+
+def image(*media_types: str) -> dict[int, dict[str, Any]]:
+    return {200: {"description": "The image", "content": {media_type: {} for media_type in media_types},
+                  "headers": {"Content-Disposition": header("inline, or attachment with ?download=true; a file name")}}}
+
+
+# The access gate, in front of every job and batch route.
+GATE = {
+    **error(401, "X-API-Key present but unknown or revoked (or, with REQUIRE_AUTH, a submission with neither "
+                 "a key nor a signed-in user)",
+            {"WWW-Authenticate": header("ApiKey realm and header name")}),
+    **error(429, "Over this client's rate limit", retry_after("Seconds until the bucket has a token again")),
+    **error(503, "Storage unavailable, or (submissions) the queue is full", retry_after("Seconds to wait")),
+}
+NOT_FOUND = error(404, "No such job or batch (expired, deleted, or owned by another caller)")
+# A non-terminal job's 409 says when to look again; a failed or cancelled job's does not.
+NOT_READY = error(409, "Not finished yet (or it failed): the body's error.status says which",
+                  retry_after("Seconds until it is worth asking again, while the job is still running", required=False))
+INVALID = error(422, "A field failed validation; error.fields names each one")
+SUBMISSION = {
+    **error(400, "The body is not multipart/form-data that can be parsed"),
+    **error(413, "The body, a file, or an image's pixel count (or a batch's file count) is over the limit"),
+    **INVALID,
+}
+ACCEPTED_HEADERS = {
+    "Location": header("The new job's (or batch's) URL"),
+    **retry_after("Seconds before the first poll is worth it"),
+}
+
+
+def links_to(operations: tuple[str, ...], parameter: str, expression: str = "$response.body#/id") -> dict[str, Any]:
+    """OpenAPI links from a response to the operations that take what it created."""
+    return {operation: {"operationId": operation, "parameters": {parameter: expression}} for operation in operations}
