@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
 
-from azure.core.exceptions import ResourceExistsError
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import TableServiceClient
 from azure.storage.blob import BlobServiceClient, ContentSettings, LinearRetry
 from azure.storage.queue import BinaryBase64DecodePolicy, BinaryBase64EncodePolicy, QueueClient
@@ -128,8 +128,16 @@ class Storage:
         client = self.container(container)
         names = [blob.name for blob in client.list_blobs(name_starts_with=prefix)]
         for name in names:
-            client.delete_blob(name, delete_snapshots="include")
+            self.delete_blob(container, name)
         return len(names)
+
+    def delete_blob(self, container: str, name: str) -> None:
+        """Gone already is fine: a DELETE and a worker cleaning up after it may both remove
+        the same job's blobs, in either order."""
+        try:
+            self.container(container).delete_blob(name, delete_snapshots="include")
+        except ResourceNotFoundError:
+            pass
 
     # -- queue ------------------------------------------------------------------------
 
