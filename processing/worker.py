@@ -30,7 +30,7 @@ from .images.preprocess import preprocess
 from .jobs.batches import feed
 from .jobs.blobs import before_blob_name, face_blob_name, job_prefix, result_blob_name
 from .jobs.options import JobOptions
-from .jobs.records import SUCCEEDED, CorruptJob, Job, JobNotFound, JobRepository, LeaseLost, utcnow
+from .jobs.records import SUCCEEDED, Job, JobNotFound, JobRepository, LeaseLost, utcnow
 from .storage import Storage, decode_job_message
 
 log = logging.getLogger(__name__)
@@ -110,10 +110,6 @@ class JobHandler:
         except JobNotFound:
             log.warning("message for unknown job %s dropped", job_id)
             return Outcome("missing", "no such job")
-        except CorruptJob as error:
-            log.error("%s; marking it failed", error)
-            self.jobs.fail(job_id, "corrupt_job", "the job's record was damaged; please submit the photo again")
-            return Outcome("failed", "damaged job record")
         if job is None:
             current = self._peek(job_id)
             if current is not None and not current.terminal and current.lease_until is not None:

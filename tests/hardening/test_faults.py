@@ -162,16 +162,55 @@ def test_messages_for_missing_or_damaged_jobs_leave_the_queue(client, settings, 
     assert client.get(f"/api/jobs/{submitted['healthy']}").json()["status"] == "succeeded"
 
 
-def test_a_damaged_record_read_by_the_api_is_a_json_error_not_a_trace(settings, storage):
+def _damage(storage, settings, job_id: str, **properties) -> None:
+    _repo(storage, settings).table.update_entity({"PartitionKey": job_id, "RowKey": "job", **properties},
+                                                 mode=UpdateMode.MERGE)
+
+
+def test_a_damaged_record_reads_as_a_failed_job_for_its_owner_only(settings, storage):
+    """Reading a damaged record repairs it: the API answers it like any failed job (200,
+    ``corrupt_job``), the owner check still holds, and a second read finds the repaired row."""
+    from processing.access.keys import ApiKeys
+
+    _, key = ApiKeys(storage.tables.get_table_client(settings.api_keys_table)).create("owner")
+    mine = {"X-API-Key": key}
     with app_client(settings, storage, raise_server_exceptions=False) as client:
-        job_id = submit(client, png_bytes()).json()["id"]
-        _repo(storage, settings).table.update_entity(
-            {"PartitionKey": job_id, "RowKey": "job", "faces": "[[["}, mode=UpdateMode.MERGE)
-        response = client.get(f"/api/jobs/{job_id}")
-    assert response.status_code == 500
-    assert response.json()["error"]["code"] == "internal_error"
-    assert response.headers["x-content-type-options"] == "nosniff"
-    assert "Traceback" not in response.text and "JSONDecodeError" not in response.text
+        anonymous, owned, unowned = (submit(client, png_bytes(), headers=headers).json()["id"]
+                                     for headers in ({}, mine, mine))
+        _damage(storage, settings, anonymous, faces="[[[")
+        _damage(storage, settings, owned, options="{not json", status="banana")
+        _damage(storage, settings, unowned, owner=42)  # whose it was cannot be known any more
+
+        for job_id, headers in ((anonymous, {}), (anonymous, {}), (owned, mine)):
+            response = client.get(f"/api/jobs/{job_id}", headers=headers)
+            assert response.status_code == 200, response.text
+            body = response.json()
+            assert body["status"] == "failed" and body["error"]["code"] == "corrupt_job", body
+            assert "submit the photo again" in body["error"]["message"]
+        assert client.get(f"/api/jobs/{owned}/result", headers=mine).status_code == 409
+        for job_id, headers in ((owned, {}), (unowned, {}), (unowned, mine)):
+            response = client.get(f"/api/jobs/{job_id}", headers=headers)
+            assert response.status_code == 404 and response.json()["error"]["code"] == "job_not_found"
+        assert client.delete(f"/api/jobs/{owned}", headers=mine).status_code == 204
+    stored = _repo(storage, settings).get(anonymous)
+    assert stored.status == "failed" and stored.error_code == "corrupt_job" and stored.faces == []
+
+
+def test_a_damaged_record_stops_neither_a_batch_view_nor_the_timer(client, settings, storage):
+    batch = client.post("/api/batches", files=[("files", (f"{i}.png", png_bytes(colour=(i, 9, 9)), "image/png"))
+                                               for i in range(2)]).json()
+    first, second = (job["id"] for job in batch["jobs"])
+    _damage(storage, settings, first, status="banana")
+    view = client.get(f"/api/batches/{batch['id']}")
+    assert view.status_code == 200, view.text
+    assert view.json()["counts"]["failed"] == 1 and view.json()["counts"]["queued"] == 1
+
+    _damage(storage, settings, second, timings="{broken")
+    past = utcnow() - timedelta(minutes=1)
+    for job_id in (first, second):  # both damaged, both expired
+        _damage(storage, settings, job_id, expires_at=past)
+    assert JobService(settings, storage).purge_expired() == 2
+    assert [client.get(f"/api/jobs/{job_id}").status_code for job_id in (first, second)] == [404, 404]
 
 
 def test_engine_failures_retry_then_fail_with_a_reason(client, settings, storage):
