@@ -299,7 +299,8 @@ class _HeldJob:
 
 
 def mark_poisoned(settings: Settings, storage: Storage, body: bytes | str) -> str | None:
-    """A message the queue gave up on: its job (if any) ends failed, never stuck."""
+    """A message the queue gave up on: its job (if any) ends failed, never stuck, and a batch
+    job's place in the queue goes to the batch's next image."""
     try:
         job_id = decode_job_message(body).job_id
     except ValueError:
@@ -308,7 +309,9 @@ def mark_poisoned(settings: Settings, storage: Storage, body: bytes | str) -> st
     with telemetry.job_logging(job_id):
         log.warning("job %s: its message was poisoned; marking it failed", job_id)
         repo = JobRepository(storage.tables.get_table_client(settings.jobs_table))
-        repo.fail(job_id, "processing_failed", "the job could not be processed after several attempts")
+        job = repo.fail(job_id, "processing_failed", "the job could not be processed after several attempts")
+        if job is not None and job.batch_id:
+            feed(repo, storage.enqueue_job, job.batch_id, settings.batch_window)
     return job_id
 
 

@@ -17,6 +17,7 @@ from azure.data.tables import UpdateMode
 from processing.jobs.records import JobRepository, utcnow
 from processing.jobs.options import JobOptions
 from processing.jobs.service import JobService
+from processing.storage import decode_job_message
 from processing.worker import JobHandler, PollingWorker
 from tests.conftest import LiveStack, wait_for_status
 from tests.hardening.helpers import app_client, blob_names, png_bytes, submit
@@ -160,6 +161,24 @@ def test_messages_for_missing_or_damaged_jobs_leave_the_queue(client, settings, 
         assert body["status"] == "failed" and body["error"]["code"] == code, (name, body)
         assert body["error"]["message"]
     assert client.get(f"/api/jobs/{submitted['healthy']}").json()["status"] == "succeeded"
+
+
+def test_a_message_delivered_more_often_than_the_limit_is_poisoned(client, settings, storage, handler):
+    """A message whose earlier deliveries were never answered (a worker that died each time):
+    the delivery past MAX_DEQUEUE_COUNT does not run the job again; it moves the message, as
+    it was, to the poison queue and fails the job with a reason."""
+    job_id = submit(client, png_bytes(), upscale=1).json()["id"]
+    for _ in range(settings.max_dequeue_count):
+        message = next(iter(storage.jobs_queue.receive_messages(max_messages=1, visibility_timeout=30)))
+        storage.jobs_queue.update_message(message, visibility_timeout=0)  # back, unanswered
+    assert message.dequeue_count == settings.max_dequeue_count
+
+    assert PollingWorker(settings, storage, handler).run(max_messages=1) == 1
+    job = _repo(storage, settings).get(job_id)
+    assert (job.status, job.error_code, job.attempts) == ("failed", "processing_failed", 0)
+    poisoned = list(storage.poison_queue.peek_messages(max_messages=32))
+    assert [decode_job_message(m.content).job_id for m in poisoned] == [job_id]
+    assert storage.jobs_queue.get_queue_properties().approximate_message_count == 0
 
 
 def _damage(storage, settings, job_id: str, **properties) -> None:

@@ -6,9 +6,11 @@ objects, against Azurite."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import importlib
 import io
 import json
+import logging
 import time
 from datetime import timedelta
 from types import SimpleNamespace
@@ -16,11 +18,29 @@ from types import SimpleNamespace
 import azure.functions as func
 import httpx
 import pytest
-from azure.functions.queue import QueueMessage
+from azure.functions import meta
+from azure.functions.queue import QueueMessage, QueueMessageInConverter
 from azure.functions.timer import TimerRequest
+from azure.storage.queue import QueueClient
 from PIL import Image
 
-from tests.conftest import env_for
+from tests.conftest import ROOT, env_for
+
+
+HOST_MAX_DEQUEUE_COUNT = json.loads((ROOT / "host.json").read_text())["extensions"]["queues"]["maxDequeueCount"]
+
+
+def as_the_host_delivers(wire: str, message_id: str, dequeue_count: int) -> QueueMessage:
+    """What the Python worker hands a queue trigger: the host decodes the stored base64
+    (host.json keeps messageEncoding base64) and sends the body as a string datum (bytes if
+    it is not UTF-8) with its trigger metadata; the worker's converter builds the message."""
+    body = base64.b64decode(wire, validate=True)
+    try:
+        datum = meta.Datum(body.decode("utf-8"), "string")
+    except UnicodeDecodeError:
+        datum = meta.Datum(body, "bytes")
+    return QueueMessageInConverter.decode(datum, trigger_metadata={
+        "Id": meta.Datum(message_id, "string"), "DequeueCount": meta.Datum(str(dequeue_count), "json")})
 
 
 def _clear_caches() -> None:
@@ -41,6 +61,7 @@ class Functions:
         self.functions = module.app.get_functions()
         self.by_name = {f.get_function_name(): f.get_user_function() for f in self.functions}
         self.loop = asyncio.new_event_loop()
+        self.raised: list[Exception] = []
         self.context = SimpleNamespace(invocation_id="test-invocation", function_name="http_app_func",
                                        function_directory=".", trace_context=None, retry_context=None,
                                        thread_local_storage=None)
@@ -52,16 +73,33 @@ class Functions:
         request = func.HttpRequest(method, str(built.url), headers=dict(built.headers), body=built.read())
         return self.loop.run_until_complete(self.by_name["http_app_func"](request, self.context))
 
-    def deliver_all(self) -> int:
-        """Every visible message to restore_job, as the queue trigger would; then delete it."""
-        delivered = 0
-        for message in self.storage.jobs_queue.receive_messages(max_messages=32, visibility_timeout=60):
-            self.by_name["restore_job"](QueueMessage(id=message.id, body=message.content,
-                                                     dequeue_count=message.dequeue_count,
-                                                     pop_receipt=message.pop_receipt))
-            self.storage.jobs_queue.delete_message(message)
-            delivered += 1
-        return delivered
+    def deliver_all(self, queue: str | None = None, function: str = "restore_job") -> int:
+        """Every visible message on ``queue`` (the jobs queue by default) to ``function``, as the
+        host does: read as it is on the wire, base64-decoded, handed over as a string datum,
+        deleted when the function returns, made visible again when it raises; a message that
+        raises at host.json's maxDequeueCount goes to the poison queue instead. Returns how
+        many returned; the errors the function raised are kept in ``raised``."""
+        wire, poison = self.wire(queue or self.storage.settings.jobs_queue), self.wire(self.storage.settings.poison_queue)
+        returned = 0
+        # Taken first, as the host's batch is: a message made visible again waits for the next round.
+        for message in list(wire.receive_messages(max_messages=32, visibility_timeout=60)):
+            try:
+                self.by_name[function](as_the_host_delivers(message.content, message.id, message.dequeue_count))
+            except Exception as error:  # noqa: BLE001  (the host logs it and retries the message)
+                self.raised.append(error)
+                if message.dequeue_count >= HOST_MAX_DEQUEUE_COUNT:
+                    poison.send_message(message.content)
+                    wire.delete_message(message)
+                else:
+                    wire.update_message(message, visibility_timeout=0)
+                continue
+            wire.delete_message(message)
+            returned += 1
+        return returned
+
+    def wire(self, queue: str) -> QueueClient:
+        """The queue with no codec: messages as they are stored, base64 text."""
+        return QueueClient.from_connection_string(self.storage.settings.storage_connection_string, queue)
 
     def close(self) -> None:
         app = self.module.app
@@ -144,20 +182,70 @@ def test_functions_without_a_client_address_trust_the_front_end_only_when_told(f
     assert [post("198.51.100.1:4431"), post("198.51.100.1:4432"), post("198.51.100.2:4433")] == [202, 429, 202]
 
 
-def test_bad_and_orphan_messages_are_consumed_without_raising(functions):
-    app = functions()
-    restore = app.by_name["restore_job"]
-    for body in (b"not json", json.dumps({"job_id": "0" * 32}).encode(), b"{}"):
-        restore(QueueMessage(id="m", body=body, dequeue_count=1))  # returns: the host deletes the message
+def _rows(storage, settings) -> list[dict]:
+    return list(storage.tables.get_table_client(settings.jobs_table).list_entities())
 
 
-def test_poison_message_marks_its_job_failed(functions):
+def test_bad_and_orphan_messages_are_consumed_without_raising(functions, settings, caplog):
+    """Stored on the queue (base64 on the wire) and delivered as the host delivers them: each
+    returns (so the host deletes it), none is put back, and nothing is created."""
     app = functions()
+    caplog.set_level(logging.INFO)
+    for body in (b"not json", json.dumps({"job_id": "0" * 32}).encode(), b"{}", b"\x00\xffnot utf-8"):
+        app.storage.jobs_queue.send_message(body)
+    assert app.deliver_all() == 4 and app.raised == []
+    outcomes = [r.getMessage() for r in caplog.records if r.name == "root" and r.getMessage().startswith("message ")]
+    assert len(outcomes) == 4 and all(line.split()[2] == "missing" for line in outcomes), outcomes
+    for queue in (app.storage.jobs_queue, app.storage.poison_queue):
+        assert queue.get_queue_properties().approximate_message_count == 0
+    assert _rows(app.storage, settings) == []
+
+
+def test_an_engine_failing_every_time_is_retried_by_the_host_then_fails_the_job(functions, settings):
+    """The function raises while attempts remain (the host retries the message) and, at
+    host.json's maxDequeueCount, fails the job itself and returns: the message never needs
+    the poison queue, and the job ends failed with the reason."""
+    from processing import wiring
+
+    class Exploding:
+        def restore(self, *args, **kwargs):
+            raise RuntimeError("simulated crash in the engine")
+
+    app = functions()
+    wiring.job_handler()._engine = Exploding()
     job_id = json.loads(app.http("POST", "/api/jobs", files={"file": ("a.png", _png(), "image/png")}).get_body())["id"]
-    app.by_name["fail_poisoned_job"](QueueMessage(id="p", body=json.dumps({"job_id": job_id}).encode(), dequeue_count=1))
+    returned = [app.deliver_all() for _ in range(HOST_MAX_DEQUEUE_COUNT)]
+    assert returned == [0] * (HOST_MAX_DEQUEUE_COUNT - 1) + [1]
+    assert [str(error) for error in app.raised] == ["simulated crash in the engine"] * (HOST_MAX_DEQUEUE_COUNT - 1)
     body = json.loads(app.http("GET", f"/api/jobs/{job_id}").get_body())
+    assert body["status"] == "failed" and body["error"]["code"] == "processing_failed", body
+    assert body["attempts"] == HOST_MAX_DEQUEUE_COUNT and "giving up" in body["error"]["message"]
+    for queue in (app.storage.jobs_queue, app.storage.poison_queue):
+        assert queue.get_queue_properties().approximate_message_count == 0
+
+
+def test_a_poison_message_fails_its_job_and_its_batch_goes_on(functions, settings):
+    """The host moves a message that kept failing to <queue>-poison as it was; the poison
+    trigger fails its job with a reason, and a batch job's slot goes to the batch's next image."""
+    from processing.jobs.records import JobRepository
+    from processing.storage import encode_job_message
+
+    app = functions()
+    batch = json.loads(app.http("POST", "/api/batches", files=[
+        ("files", (f"{i}.png", _png(90 + i), "image/png")) for i in range(3)]).get_body())
+    first, second, third = (job["id"] for job in batch["jobs"])
+    queued = [json.loads(base64.b64decode(m.content))["job_id"]
+              for m in app.wire(settings.jobs_queue).receive_messages(max_messages=32, visibility_timeout=60)]
+    assert sorted(queued) == sorted([first, second])  # the batch window
+    app.storage.poison_queue.send_message(encode_job_message(first))
+    app.storage.poison_queue.send_message(b"garbage")  # no job: consumed, nothing to fail
+    assert app.deliver_all(settings.poison_queue, "fail_poisoned_job") == 2 and app.raised == []
+
+    body = json.loads(app.http("GET", f"/api/jobs/{first}").get_body())
     assert body["status"] == "failed" and body["error"]["code"] == "processing_failed"
-    app.by_name["fail_poisoned_job"](QueueMessage(id="p", body=b"garbage", dequeue_count=1))  # no job: no error
+    repo = JobRepository(app.storage.tables.get_table_client(settings.jobs_table))
+    assert repo.get(third).enqueued, "the poisoned job's slot went to the batch's next image"
+    assert app.storage.poison_queue.get_queue_properties().approximate_message_count == 0
 
 
 def test_a_busy_job_message_is_put_back_for_when_the_lease_ends(functions, settings):
