@@ -273,40 +273,107 @@ def test_a_busy_job_message_is_put_back_for_when_the_lease_ends(functions, setti
     assert job.status == "succeeded" and job.attempts == 2
 
 
-def test_timer_purges_expired_jobs_requeues_stale_ones_and_forgets_idle_clients(functions, settings):
+def _submit(app, name: str = "a.png", **form) -> str:
+    response = app.http("POST", "/api/jobs", files={"file": (name, _png(), "image/png")}, data=form)
+    assert response.status_code == 202, response.get_body()
+    return json.loads(response.get_body())["id"]
+
+
+def _drop_messages(app) -> None:
+    """The queue loses what it holds (the messages a dead instance took with it)."""
+    for message in list(app.storage.jobs_queue.receive_messages(max_messages=32, visibility_timeout=60)):
+        app.storage.jobs_queue.delete_message(message)
+
+
+def _tick(app) -> None:
+    app.by_name["purge_expired_jobs"](TimerRequest(past_due=False))
+
+
+def test_timer_purges_expired_jobs_and_batches_requeues_stale_ones_and_forgets_idle_clients(functions, settings):
     from processing.jobs.records import JobRepository, utcnow
     from processing.access.ratelimit import client_key
 
     app = functions(JOB_RETENTION_HOURS="0.0005", RATE_LIMIT_PER_MINUTE="60", RATE_LIMIT_BURST="5")  # 1.8 s
-    ids = [json.loads(app.http("POST", "/api/jobs", files={"file": ("a.png", _png(), "image/png")},
-                               data={"upscale": "1"}).get_body())["id"] for _ in range(2)]
-    assert app.deliver_all() == 2
+    ids = [_submit(app, upscale="1") for _ in range(2)]
+    batch = json.loads(app.http("POST", "/api/batches", files=[
+        ("files", (f"{i}.png", _png(80 + i), "image/png")) for i in range(2)]).get_body())
+    assert app.deliver_all() == 4
     assert app.http("DELETE", f"/api/jobs/{ids[1]}").status_code == 204  # DELETE: gone at once
     limits = app.storage.tables.get_table_client(settings.rate_limit_table)
     limits.upsert_entity({"PartitionKey": client_key("ip:old"), "RowKey": "submit", "tokens": 5.0,
                           "updated": time.time() - 3600})
-    time.sleep(2.0)
+    repo = JobRepository(app.storage.tables.get_table_client(settings.jobs_table))
+    last_expiry = max(row["expires_at"] for row in repo.table.list_entities())
+    while utcnow() <= last_expiry:  # everything submitted so far has expired
+        time.sleep(0.05)
 
     # A job whose worker died long ago and whose message is gone: the timer re-enqueues it.
-    stale_id = json.loads(app.http("POST", "/api/jobs", files={"file": ("b.png", _png(), "image/png")}).get_body())["id"]
-    for message in app.storage.jobs_queue.receive_messages(max_messages=32):
-        app.storage.jobs_queue.delete_message(message)
-    repo = JobRepository(app.storage.tables.get_table_client(settings.jobs_table))
+    stale_id = _submit(app, "b.png")
+    _drop_messages(app)
     held = repo.claim(stale_id, "dead-instance", timedelta(seconds=1))
     held.lease_until = utcnow() - timedelta(minutes=11)
     held.expires_at = utcnow() + timedelta(hours=1)
     repo.save(held)
 
-    app.by_name["purge_expired_jobs"](TimerRequest(past_due=False))
+    _tick(app)
 
     assert app.http("GET", f"/api/jobs/{ids[0]}").status_code == 404
+    assert app.http("GET", f"/api/batches/{batch['id']}").status_code == 404
     for container in (settings.uploads_container, settings.results_container):
         names = [b.name for b in app.storage.container(container).list_blobs()]
         assert all(name.startswith(stale_id) for name in names), names
     remaining = {row["PartitionKey"] for row in repo.table.list_entities()}
-    assert remaining == {stale_id}
+    assert remaining == {stale_id}  # no job row, no batch row
     assert not any(row["PartitionKey"] == client_key("ip:old") for row in limits.list_entities())
 
     assert app.deliver_all() == 1  # the re-enqueued message
     final = repo.get(stale_id)
     assert final.status == "succeeded" and final.attempts == 2
+
+
+def test_timer_requeues_a_job_whose_row_was_written_but_never_enqueued(functions, settings):
+    """The API wrote the row and its instance died before the enqueue: an hour on, the timer
+    puts the job on the queue, and it runs once."""
+    from processing.jobs.records import JobRepository, utcnow
+
+    app = functions()
+    job_id = _submit(app, upscale="1")
+    _drop_messages(app)
+    repo = JobRepository(app.storage.tables.get_table_client(settings.jobs_table))
+    _tick(app)
+    assert app.deliver_all() == 0, "younger than the grace: left alone"
+    job = repo.get(job_id)
+    job.created_at = utcnow() - timedelta(minutes=61)
+    repo.save(job)
+
+    _tick(app)
+    assert app.deliver_all() == 1
+    final = repo.get(job_id)
+    assert (final.status, final.attempts) == ("succeeded", 1)
+
+
+def test_timer_tops_up_a_batch_whose_feeding_stopped(functions, settings):
+    """Both jobs in the batch's window ended without enqueueing the next (their instance died
+    in between): ten minutes on, the timer tops the batch up to its window."""
+    from processing.jobs.records import JobRepository, utcnow
+
+    app = functions()
+    batch = json.loads(app.http("POST", "/api/batches", files=[
+        ("files", (f"{i}.png", _png(70 + i), "image/png")) for i in range(3)]).get_body())
+    first, second, third = (job["id"] for job in batch["jobs"])
+    _drop_messages(app)
+    repo = JobRepository(app.storage.tables.get_table_client(settings.jobs_table))
+    for job_id in (first, second):
+        repo.fail(job_id, "processing_failed", "ended without feeding the batch")
+    _tick(app)
+    assert app.deliver_all() == 0, "younger than the grace: left alone"
+    waiting = repo.get(third)
+    waiting.created_at = utcnow() - timedelta(minutes=11)
+    repo.save(waiting)
+
+    _tick(app)
+    assert repo.get(third).enqueued
+    assert app.deliver_all() == 1
+    assert repo.get(third).status == "succeeded"
+    view = json.loads(app.http("GET", f"/api/batches/{batch['id']}").get_body())
+    assert view["done"] and view["counts"] == {"queued": 0, "running": 0, "succeeded": 1, "failed": 2, "cancelled": 0}
