@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import threading
 
 import numpy as np
@@ -39,7 +40,7 @@ def test_submit_process_download(client, storage, handler, astronaut_png):
     assert response.status_code == 202, response.text
     body = response.json()
     job_id = body["id"]
-    assert len(job_id) == 32 and int(job_id, 16) >= 0
+    assert re.fullmatch("[0-9a-f]{32}", job_id), job_id
     assert response.headers["Location"] == f"/api/jobs/{job_id}"
     assert response.headers["Retry-After"] == "1"
     assert body["status"] == "queued" and body["queue_position"] == 1
