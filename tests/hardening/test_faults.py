@@ -100,8 +100,11 @@ def test_azurite_restart_mid_run_loses_no_accepted_job(azurite, settings, storag
                                   data={"blend_mask": "box", "upscale": "1"}, timeout=30)
             assert response.status_code == 202, response.text
             accepted.append(response.json()["id"])
-        _wait(lambda: httpx.get(f"{stack.url}/api/jobs/{accepted[0]}", timeout=10).json()["status"] == "running",
-              120, "the first job never started")
+        def early_in_the_first_job():
+            body = httpx.get(f"{stack.url}/api/jobs/{accepted[0]}", timeout=10).json()
+            return body["status"] == "running" and body["progress"] < 0.5
+
+        _wait(early_in_the_first_job, 120, "the first job never started")
 
         azurite.stop()
         try:
@@ -112,7 +115,10 @@ def test_azurite_restart_mid_run_loses_no_accepted_job(azurite, settings, storag
                 response = httpx.request(method, f"{stack.url}{path}", timeout=60, **kwargs)
                 outage.append((response.status_code, response.json()["error"]["code"], time.monotonic() - started))
                 assert response.headers["retry-after"]
-            time.sleep(3)  # the worker meets the outage too
+            # The outage lasts until the worker has met it in the middle of the first job.
+            worker_log = tmp_path / "worker0.log"
+            _wait(lambda: f"job {accepted[0]}: attempt 1 failed" in worker_log.read_text(errors="replace"), 60,
+                  "the worker never met the outage")
         finally:
             azurite.start()
         print("\nwhile storage was down:", [(s, c, f"{t:.1f}s") for s, c, t in outage])
@@ -122,6 +128,8 @@ def test_azurite_restart_mid_run_loses_no_accepted_job(azurite, settings, storag
         for job_id in accepted:
             final = wait_for_status(stack.url, job_id, timeout=180)
             assert final["status"] == "succeeded", (final, stack.logs())
+            # The first job was interrupted and run again; the others waited on the queue.
+            assert final["attempts"] >= 2 if job_id == accepted[0] else final["attempts"] == 1, final
             assert blob_names(storage, settings.results_container, job_id) == sorted(
                 [f"{job_id}/restored.png", f"{job_id}/faces/0-before.png", f"{job_id}/faces/0-after.png"])
         assert all(p.poll() is None for p in stack.workers), "a worker died during the outage"
