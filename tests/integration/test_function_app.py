@@ -24,6 +24,7 @@ from azure.functions.timer import TimerRequest
 from azure.storage.queue import QueueClient
 from PIL import Image
 
+from processing.jobs.records import JobRepository, utcnow
 from tests.conftest import ROOT, env_for
 
 
@@ -139,6 +140,50 @@ def _png(width=96, height=64) -> bytes:
     return out.getvalue()
 
 
+def _rows(storage, settings) -> list[dict]:
+    return list(storage.tables.get_table_client(settings.jobs_table).list_entities())
+
+
+def _repo(app) -> JobRepository:
+    return JobRepository(app.storage.tables.get_table_client(app.storage.settings.jobs_table))
+
+
+def _submit(app, name: str = "a.png", **form) -> str:
+    response = app.http("POST", "/api/jobs", files={"file": (name, _png(), "image/png")}, data=form)
+    assert response.status_code == 202, response.get_body()
+    return json.loads(response.get_body())["id"]
+
+
+def _submit_batch(app, count: int, width: int) -> dict:
+    """``count`` photos of slightly different widths from ``width`` on, as one batch."""
+    response = app.http("POST", "/api/batches", files=[
+        ("files", (f"{i}.png", _png(width + i), "image/png")) for i in range(count)])
+    assert response.status_code == 202, response.get_body()
+    return json.loads(response.get_body())
+
+
+def _drop_messages(app) -> None:
+    """The queue loses what it holds (the messages a dead instance took with it)."""
+    for message in list(app.storage.jobs_queue.receive_messages(max_messages=32, visibility_timeout=60)):
+        app.storage.jobs_queue.delete_message(message)
+
+
+def _tick(app) -> None:
+    app.by_name["purge_expired_jobs"](TimerRequest(past_due=False))
+
+
+def _tick_before_and_after_the_grace(app, job_id: str, age: timedelta) -> None:
+    """A timer round while the job is younger than the timer's grace leaves it alone; then the
+    job is made ``age`` old, and the timer runs again."""
+    _tick(app)
+    assert app.deliver_all() == 0, "younger than the grace: left alone"
+    repo = _repo(app)
+    job = repo.get(job_id)
+    job.created_at = utcnow() - age
+    repo.save(job)
+    _tick(app)
+
+
 def test_the_app_registers_its_functions(functions):
     app = functions()
     assert set(app.by_name) == {"http_app_func", "restore_job", "fail_poisoned_job", "purge_expired_jobs"}
@@ -182,10 +227,6 @@ def test_functions_without_a_client_address_trust_the_front_end_only_when_told(f
     assert [post("198.51.100.1:4431"), post("198.51.100.1:4432"), post("198.51.100.2:4433")] == [202, 429, 202]
 
 
-def _rows(storage, settings) -> list[dict]:
-    return list(storage.tables.get_table_client(settings.jobs_table).list_entities())
-
-
 def test_bad_and_orphan_messages_are_consumed_without_raising(functions, settings, caplog):
     """Stored on the queue (base64 on the wire) and delivered as the host delivers them: each
     returns (so the host deletes it), none is put back, and nothing is created."""
@@ -213,7 +254,7 @@ def test_an_engine_failing_every_time_is_retried_by_the_host_then_fails_the_job(
 
     app = functions()
     wiring.job_handler()._engine = Exploding()
-    job_id = json.loads(app.http("POST", "/api/jobs", files={"file": ("a.png", _png(), "image/png")}).get_body())["id"]
+    job_id = _submit(app)
     returned = [app.deliver_all() for _ in range(HOST_MAX_DEQUEUE_COUNT)]
     assert returned == [0] * (HOST_MAX_DEQUEUE_COUNT - 1) + [1]
     assert [str(error) for error in app.raised] == ["simulated crash in the engine"] * (HOST_MAX_DEQUEUE_COUNT - 1)
@@ -227,12 +268,10 @@ def test_an_engine_failing_every_time_is_retried_by_the_host_then_fails_the_job(
 def test_a_poison_message_fails_its_job_and_its_batch_goes_on(functions, settings):
     """The host moves a message that kept failing to <queue>-poison as it was; the poison
     trigger fails its job with a reason, and a batch job's slot goes to the batch's next image."""
-    from processing.jobs.records import JobRepository
     from processing.storage import encode_job_message
 
     app = functions()
-    batch = json.loads(app.http("POST", "/api/batches", files=[
-        ("files", (f"{i}.png", _png(90 + i), "image/png")) for i in range(3)]).get_body())
+    batch = _submit_batch(app, 3, width=90)
     first, second, third = (job["id"] for job in batch["jobs"])
     queued = [json.loads(base64.b64decode(m.content))["job_id"]
               for m in app.wire(settings.jobs_queue).receive_messages(max_messages=32, visibility_timeout=60)]
@@ -243,7 +282,7 @@ def test_a_poison_message_fails_its_job_and_its_batch_goes_on(functions, setting
 
     body = json.loads(app.http("GET", f"/api/jobs/{first}").get_body())
     assert body["status"] == "failed" and body["error"]["code"] == "processing_failed"
-    repo = JobRepository(app.storage.tables.get_table_client(settings.jobs_table))
+    repo = _repo(app)
     assert repo.get(third).enqueued, "the poisoned job's slot went to the batch's next image"
     assert app.storage.poison_queue.get_queue_properties().approximate_message_count == 0
 
@@ -252,14 +291,10 @@ def test_a_busy_job_message_is_put_back_for_when_the_lease_ends(functions, setti
     """The host deletes a message once the function returns; a message for a job another
     instance holds is re-sent, invisible until that lease runs out, so a dead holder's
     job is still taken over."""
-    from processing.jobs.records import JobRepository
-
     app = functions()
-    job_id = json.loads(app.http("POST", "/api/jobs", files={"file": ("a.png", _png(), "image/png")},
-                                 data={"upscale": "1"}).get_body())["id"]
-    for message in app.storage.jobs_queue.receive_messages(max_messages=32):
-        app.storage.jobs_queue.delete_message(message)
-    repo = JobRepository(app.storage.tables.get_table_client(settings.jobs_table))
+    job_id = _submit(app, upscale="1")
+    _drop_messages(app)
+    repo = _repo(app)
     repo.claim(job_id, "instance-that-will-die", timedelta(seconds=2))
 
     app.by_name["restore_job"](QueueMessage(id="b", body=json.dumps({"job_id": job_id}).encode(), dequeue_count=1))
@@ -273,36 +308,18 @@ def test_a_busy_job_message_is_put_back_for_when_the_lease_ends(functions, setti
     assert job.status == "succeeded" and job.attempts == 2
 
 
-def _submit(app, name: str = "a.png", **form) -> str:
-    response = app.http("POST", "/api/jobs", files={"file": (name, _png(), "image/png")}, data=form)
-    assert response.status_code == 202, response.get_body()
-    return json.loads(response.get_body())["id"]
-
-
-def _drop_messages(app) -> None:
-    """The queue loses what it holds (the messages a dead instance took with it)."""
-    for message in list(app.storage.jobs_queue.receive_messages(max_messages=32, visibility_timeout=60)):
-        app.storage.jobs_queue.delete_message(message)
-
-
-def _tick(app) -> None:
-    app.by_name["purge_expired_jobs"](TimerRequest(past_due=False))
-
-
 def test_timer_purges_expired_jobs_and_batches_requeues_stale_ones_and_forgets_idle_clients(functions, settings):
-    from processing.jobs.records import JobRepository, utcnow
     from processing.access.ratelimit import client_key
 
     app = functions(JOB_RETENTION_HOURS="0.0005", RATE_LIMIT_PER_MINUTE="60", RATE_LIMIT_BURST="5")  # 1.8 s
     ids = [_submit(app, upscale="1") for _ in range(2)]
-    batch = json.loads(app.http("POST", "/api/batches", files=[
-        ("files", (f"{i}.png", _png(80 + i), "image/png")) for i in range(2)]).get_body())
+    batch = _submit_batch(app, 2, width=80)
     assert app.deliver_all() == 4
     assert app.http("DELETE", f"/api/jobs/{ids[1]}").status_code == 204  # DELETE: gone at once
     limits = app.storage.tables.get_table_client(settings.rate_limit_table)
     limits.upsert_entity({"PartitionKey": client_key("ip:old"), "RowKey": "submit", "tokens": 5.0,
                           "updated": time.time() - 3600})
-    repo = JobRepository(app.storage.tables.get_table_client(settings.jobs_table))
+    repo = _repo(app)
     last_expiry = max(row["expires_at"] for row in repo.table.list_entities())
     while utcnow() <= last_expiry:  # everything submitted so far has expired
         time.sleep(0.05)
@@ -334,44 +351,26 @@ def test_timer_purges_expired_jobs_and_batches_requeues_stale_ones_and_forgets_i
 def test_timer_requeues_a_job_whose_row_was_written_but_never_enqueued(functions, settings):
     """The API wrote the row and its instance died before the enqueue: an hour on, the timer
     puts the job on the queue, and it runs once."""
-    from processing.jobs.records import JobRepository, utcnow
-
     app = functions()
     job_id = _submit(app, upscale="1")
     _drop_messages(app)
-    repo = JobRepository(app.storage.tables.get_table_client(settings.jobs_table))
-    _tick(app)
-    assert app.deliver_all() == 0, "younger than the grace: left alone"
-    job = repo.get(job_id)
-    job.created_at = utcnow() - timedelta(minutes=61)
-    repo.save(job)
-
-    _tick(app)
+    _tick_before_and_after_the_grace(app, job_id, timedelta(minutes=61))
     assert app.deliver_all() == 1
-    final = repo.get(job_id)
+    final = _repo(app).get(job_id)
     assert (final.status, final.attempts) == ("succeeded", 1)
 
 
 def test_timer_tops_up_a_batch_whose_feeding_stopped(functions, settings):
     """Both jobs in the batch's window ended without enqueueing the next (their instance died
     in between): ten minutes on, the timer tops the batch up to its window."""
-    from processing.jobs.records import JobRepository, utcnow
-
     app = functions()
-    batch = json.loads(app.http("POST", "/api/batches", files=[
-        ("files", (f"{i}.png", _png(70 + i), "image/png")) for i in range(3)]).get_body())
+    batch = _submit_batch(app, 3, width=70)
     first, second, third = (job["id"] for job in batch["jobs"])
     _drop_messages(app)
-    repo = JobRepository(app.storage.tables.get_table_client(settings.jobs_table))
+    repo = _repo(app)
     for job_id in (first, second):
         repo.fail(job_id, "processing_failed", "ended without feeding the batch")
-    _tick(app)
-    assert app.deliver_all() == 0, "younger than the grace: left alone"
-    waiting = repo.get(third)
-    waiting.created_at = utcnow() - timedelta(minutes=11)
-    repo.save(waiting)
-
-    _tick(app)
+    _tick_before_and_after_the_grace(app, third, timedelta(minutes=11))
     assert repo.get(third).enqueued
     assert app.deliver_all() == 1
     assert repo.get(third).status == "succeeded"
