@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
 
-from azure.core.exceptions import ResourceExistsError
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import TableServiceClient
 from azure.storage.blob import BlobServiceClient, ContentSettings, LinearRetry
 from azure.storage.queue import BinaryBase64DecodePolicy, BinaryBase64EncodePolicy, QueueClient
@@ -44,10 +44,16 @@ def _connection_string(settings: Settings) -> str:
 
 
 def _credential(settings: Settings):
+    """``AzureWebJobsStorage__clientId`` names the user-assigned managed identity (the host's
+    own rule): that identity and nothing else, with no fall-back chain to try first or after.
+    Without it, DefaultAzureCredential (a system-assigned identity, or a developer's sign-in)."""
+    if settings.managed_identity_client_id:
+        from azure.identity import ManagedIdentityCredential
+
+        return ManagedIdentityCredential(client_id=settings.managed_identity_client_id)
     from azure.identity import DefaultAzureCredential
 
-    client_id = settings.managed_identity_client_id or None
-    return DefaultAzureCredential(managed_identity_client_id=client_id)
+    return DefaultAzureCredential()
 
 
 @dataclass
@@ -58,11 +64,19 @@ class Storage:
 
     def __post_init__(self) -> None:
         s = self.settings
-        if not (s.storage_connection_string or s.storage_account_name or s.blob_service_uri):
+        if s.storage_connection_string:
+            return
+        uris = {"blob": s.blob_service_uri, "queue": s.queue_service_uri, "table": s.table_service_uri}
+        if not (s.storage_account_name or any(uris.values())):
             raise SettingsError(
                 "storage is not configured: set AzureWebJobsStorage to a connection string "
                 "(UseDevelopmentStorage=true for Azurite) or AzureWebJobsStorage__accountName"
             )
+        missing = [kind for kind, uri in uris.items() if not uri]
+        if missing and not s.storage_account_name:
+            # Every service is used (blobs, the queue, the jobs table): one URI alone is not enough.
+            raise SettingsError("set AzureWebJobsStorage__accountName or " + ", ".join(
+                f"AzureWebJobsStorage__{kind}ServiceUri" for kind in missing))
 
     def _service_url(self, kind: str, explicit: str) -> str:
         return explicit or f"https://{self.settings.storage_account_name}.{kind}.core.windows.net"
@@ -128,8 +142,16 @@ class Storage:
         client = self.container(container)
         names = [blob.name for blob in client.list_blobs(name_starts_with=prefix)]
         for name in names:
-            client.delete_blob(name, delete_snapshots="include")
+            self.delete_blob(container, name)
         return len(names)
+
+    def delete_blob(self, container: str, name: str) -> None:
+        """Gone already is fine: a DELETE and a worker cleaning up after it may both remove
+        the same job's blobs, in either order."""
+        try:
+            self.container(container).delete_blob(name, delete_snapshots="include")
+        except ResourceNotFoundError:
+            pass
 
     # -- queue ------------------------------------------------------------------------
 

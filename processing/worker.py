@@ -28,9 +28,9 @@ from .engine.stages import Stages
 from .images import codec
 from .images.preprocess import map_box, preprocess
 from .jobs.batches import feed
-from .jobs.blobs import before_blob_name, face_blob_name, result_blob_name
+from .jobs.blobs import before_blob_name, face_blob_name, job_prefix, result_blob_name
 from .jobs.options import JobOptions
-from .jobs.records import SUCCEEDED, CorruptJob, Job, JobNotFound, JobRepository, LeaseLost, utcnow
+from .jobs.records import SUCCEEDED, Job, JobNotFound, JobRepository, LeaseLost, utcnow
 from .storage import Storage, decode_job_message
 
 log = logging.getLogger(__name__)
@@ -110,10 +110,6 @@ class JobHandler:
         except JobNotFound:
             log.warning("message for unknown job %s dropped", job_id)
             return Outcome("missing", "no such job")
-        except CorruptJob as error:
-            log.error("%s; marking it failed", error)
-            self.jobs.fail(job_id, "corrupt_job", "the job's record was damaged; please submit the photo again")
-            return Outcome("failed", "damaged job record")
         if job is None:
             current = self._peek(job_id)
             if current is not None and not current.terminal and current.lease_until is not None:
@@ -134,7 +130,9 @@ class JobHandler:
         try:
             return self._run(job)
         except LeaseLost:
-            log.warning("job %s: lease lost (taken over or deleted); stopping", job.id)
+            if self._peek(job.id) is None:
+                return self._deleted(job)
+            log.warning("job %s: lease lost (taken over); stopping", job.id)
             return Outcome("lost", "lease lost")
         except PermanentFailure as failure:
             self.jobs.fail(job.id, failure.code, str(failure))
@@ -143,10 +141,22 @@ class JobHandler:
             log.exception("job %s: attempt %d failed", job.id, job.attempts)
             if dequeue_count >= self.settings.max_dequeue_count:
                 reason = f"processing failed {dequeue_count} times ({error.__class__.__name__}); giving up"
-                self.jobs.fail(job.id, "processing_failed", reason)
+                if self.jobs.fail(job.id, "processing_failed", reason) is None and self._peek(job.id) is None:
+                    return self._deleted(job)
                 return Outcome("failed", reason)
-            self._release(job, error)
+            if not self._release(job, error):
+                return self._deleted(job)
             raise
+
+    def _deleted(self, job: Job) -> Outcome:
+        """The job was deleted (DELETE, or purged) while this worker ran it. Whatever the
+        worker wrote after the delete had listed the job's blobs would outlive it, and no
+        row is left to find it by: remove the job's prefix again, now that this worker
+        writes nothing more."""
+        for container in (self.settings.uploads_container, self.settings.results_container):
+            self.storage.delete_prefix(container, job_prefix(job.id))
+        log.warning("job %s: deleted while running; stopped and removed what it wrote", job.id)
+        return Outcome("lost", "deleted while running")
 
     def _peek(self, job_id: str) -> Job | None:
         try:
@@ -247,16 +257,20 @@ class JobHandler:
         log.info("job %s: found %d faces in %.1fs", held.job.id, len(faces), timings["total"])
         return Outcome("succeeded")
 
-    def _release(self, job: Job, error: Exception) -> None:
-        """Give the lease back so the retry of this message can take the job at once."""
+    def _release(self, job: Job, error: Exception) -> bool:
+        """Give the lease back so the retry of this message can take the job at once. False
+        when the job is gone (deleted while it ran)."""
         try:
             current = self.jobs.get(job.id)
             if current.lease_owner == self.worker_id:
                 current.lease_until = utcnow()
                 current.stage = f"retrying after {error.__class__.__name__}"
                 self.jobs.save(current)
-        except (AzureError, JobNotFound):
+        except JobNotFound:
+            return False
+        except AzureError:
             pass  # the lease will simply run out
+        return True
 
 
 def face_record(face, unframed) -> dict:
@@ -311,7 +325,8 @@ class _HeldJob:
 
 
 def mark_poisoned(settings: Settings, storage: Storage, body: bytes | str) -> str | None:
-    """A message the queue gave up on: its job (if any) ends failed, never stuck."""
+    """A message the queue gave up on: its job (if any) ends failed, never stuck, and a batch
+    job's place in the queue goes to the batch's next image."""
     try:
         job_id = decode_job_message(body).job_id
     except ValueError:
@@ -320,7 +335,9 @@ def mark_poisoned(settings: Settings, storage: Storage, body: bytes | str) -> st
     with telemetry.job_logging(job_id):
         log.warning("job %s: its message was poisoned; marking it failed", job_id)
         repo = JobRepository(storage.tables.get_table_client(settings.jobs_table))
-        repo.fail(job_id, "processing_failed", "the job could not be processed after several attempts")
+        job = repo.fail(job_id, "processing_failed", "the job could not be processed after several attempts")
+        if job is not None and job.batch_id:
+            feed(repo, storage.enqueue_job, job.batch_id, settings.batch_window)
     return job_id
 
 

@@ -122,8 +122,13 @@ def unpack_zip(data: bytes, max_files: int, max_total_bytes: int) -> Iterator[tu
             raise ValueError(f"the zip inflates to {declared / 1e6:.0f} MB; at most {max_total_bytes / 1e6:.0f} MB")
         budget = max_total_bytes
         for info in entries:
-            with archive.open(info) as member:
-                content = member.read(min(info.file_size, budget) + 1)
+            # Never more than the member declares is inflated (zipfile stops there, and so does
+            # this read); data beyond it no longer matches the checksum, and the zip is refused.
+            try:
+                with archive.open(info) as member:
+                    content = member.read(min(info.file_size, budget) + 1)
+            except zipfile.BadZipFile:
+                raise ValueError(f"{info.filename}: its data does not match its declared size and checksum") from None
             if len(content) > info.file_size or len(content) > budget:
                 raise ValueError(f"{info.filename}: inflates past its declared size")
             budget -= len(content)

@@ -8,15 +8,18 @@ the race re-reads the row and sees what happened.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import secrets
+import types
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterator
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import TableClient, UpdateMode
+from azure.data.tables import EntityProperty, TableClient, UpdateMode
 
 from .. import telemetry
 
@@ -32,14 +35,15 @@ TRANSITIONS = {
 }
 ROW_KEY = "job"
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+CORRUPT_JOB = "corrupt_job"
+# What a repaired record names as owner when its owner could not be read: no caller is this
+# (owners are "key:..." or "user:..."), so the job is found by nobody rather than by everybody.
+UNREADABLE_OWNER = "unreadable:"
+log = logging.getLogger(__name__)
 
 
 class JobNotFound(LookupError):
     pass
-
-
-class CorruptJob(RuntimeError):
-    """The job's row exists but cannot be read back as a job (damaged by hand or by a bug)."""
 
 
 class LeaseLost(RuntimeError):
@@ -111,6 +115,31 @@ class Job:
 
 _JSON_FIELDS = {"options", "faces", "timings", "preprocessing"}
 _NOT_STORED = {"id", "etag"}
+_STORED = [f.name for f in fields(Job) if f.name not in _NOT_STORED]
+
+
+def _types(hint) -> tuple[type, ...]:
+    """The classes a field's annotation allows: ``datetime | None`` -> (datetime, NoneType)."""
+    members = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    return tuple(typing.get_origin(member) or member for member in members)
+
+
+_EXPECTED = {name: _types(hint) for name, hint in typing.get_type_hints(Job).items() if name in _STORED}
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# What a field must hold beyond its type, for the job to be shown and moved on.
+_CHECKS = {
+    "status": lambda value: value in TRANSITIONS,
+    "progress": lambda value: 0.0 <= value <= 1.0,
+    "faces": lambda value: all(isinstance(face, dict) and _number(face.get("score")) and isinstance(face.get("box"), list)
+                               and len(face["box"]) == 4 and all(map(_number, face["box"])) for face in value),
+    "timings": lambda value: all(isinstance(key, str) and _number(seconds) for key, seconds in value.items()),
+    "preprocessing": lambda value: all(isinstance(step, str) for step in value),
+}
 
 
 def to_entity(job: Job) -> dict[str, Any]:
@@ -122,22 +151,53 @@ def to_entity(job: Job) -> dict[str, Any]:
     return entity
 
 
+def _read_field(name: str, raw: Any) -> Any:
+    """One stored property as the job holds it; ValueError if it is not what the field holds."""
+    value = raw.value if isinstance(raw, EntityProperty) else raw  # Int64 comes back wrapped
+    expected = _EXPECTED[name]
+    if name in _JSON_FIELDS:
+        value = json.loads(value) if value else expected[0]()
+    elif isinstance(value, datetime) and value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    elif float in expected and _number(value):
+        value = float(value)
+    if not isinstance(value, expected) or (isinstance(value, bool) and bool not in expected):
+        raise ValueError(f"{name} holds a {type(value).__name__}")
+    if not _CHECKS.get(name, lambda value: True)(value):
+        raise ValueError(f"{name} holds {str(value)[:40]!r}")
+    return value
+
+
+def _etag(entity: Any) -> str | None:
+    return (getattr(entity, "metadata", {}) or {}).get("etag")
+
+
 def from_entity(entity: dict[str, Any]) -> Job:
-    known = {f.name for f in fields(Job)} - _NOT_STORED
+    """The job a row holds. ValueError or TypeError when any property is damaged (written by
+    hand, by another version, or by a bug): not the type its field holds, JSON that does not
+    parse, a status that does not exist."""
+    values = {name: _read_field(name, entity[name]) for name in _STORED if name in entity}
+    return Job(id=entity["PartitionKey"], etag=_etag(entity), **values)
+
+
+def salvage(entity: dict[str, Any], reason: str) -> Job:
+    """A damaged row as a failed job: every property that still reads is kept, the rest take
+    their defaults; an unreadable owner makes the job nobody's (never everybody's)."""
     values: dict[str, Any] = {}
-    for name in known:
-        if name not in entity:
-            continue
-        value = entity[name]
-        if name in _JSON_FIELDS:
-            value = json.loads(value) if value else type(getattr(Job(id=""), name))()
-        elif name == "progress":
-            value = float(value)
-        elif isinstance(value, datetime) and value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
-        values[name] = value
-    metadata = getattr(entity, "metadata", {}) or {}
-    return Job(id=entity["PartitionKey"], etag=metadata.get("etag"), **values)
+    for name in _STORED:
+        if name in entity:
+            try:
+                values[name] = _read_field(name, entity[name])
+            except (ValueError, TypeError):
+                if name == "owner":
+                    values[name] = UNREADABLE_OWNER
+    job = Job(id=entity["PartitionKey"], etag=_etag(entity), **values)
+    now = utcnow()
+    job.status, job.stage, job.error_code, job.error = FAILED, "failed", CORRUPT_JOB, reason
+    job.lease_owner, job.lease_until = "", None
+    job.finished_at = job.updated_at = now
+    job.expires_at = job.expires_at or now  # no retention to go by: the next purge takes it
+    return job
 
 
 def _ended(job: Job) -> None:
@@ -155,18 +215,45 @@ class JobRepository:
     def get(self, job_id: str) -> Job:
         if not is_job_id(job_id):
             raise JobNotFound(job_id)
-        try:
-            entity = self.table.get_entity(job_id, ROW_KEY)
-        except ResourceNotFoundError:
-            raise JobNotFound(job_id) from None
+        while True:
+            try:
+                entity = self.table.get_entity(job_id, ROW_KEY)
+            except ResourceNotFoundError:
+                raise JobNotFound(job_id) from None
+            job = self._read(entity)
+            if job is not None:
+                return job
+
+    def query(self, filter_: str, parameters: dict[str, Any] | None = None) -> Iterator[Job]:
+        for entity in self.table.query_entities(filter_, parameters=parameters or {}):
+            job = self._read(entity)
+            if job is None:  # repaired by someone else meanwhile, or deleted
+                try:
+                    job = self.get(entity["PartitionKey"])
+                except JobNotFound:
+                    continue
+            yield job
+
+    def _read(self, entity) -> Job | None:
+        """The row as a job. A damaged row is repaired on the spot: it becomes a failed job
+        (``corrupt_job``) keeping whatever still reads, so every reader (the API, the owner
+        check, the worker, the timer) sees a job that ended with a reason instead of an
+        error, and the timer's sweeps do not stop at it. None when the row changed or went
+        away while it was repaired (read it again)."""
         try:
             return from_entity(entity)
-        except (ValueError, TypeError, KeyError, AttributeError) as error:
-            raise CorruptJob(f"job {job_id}: {error.__class__.__name__} reading its record") from None
-
-    def query(self, filter_: str, parameters: dict[str, Any] | None = None, select: list[str] | None = None) -> Iterator[Job]:
-        for entity in self.table.query_entities(filter_, parameters=parameters or {}, select=select):
-            yield from_entity(entity)
+        except (ValueError, TypeError) as damage:
+            job_id = entity["PartitionKey"]
+            log.error("job %s: its record is damaged (%s); marking it failed", job_id, damage)
+        job = salvage(entity, "the job's record was damaged; please submit the photo again")
+        try:
+            metadata = self.table.update_entity(to_entity(job), mode=UpdateMode.REPLACE, etag=job.etag,
+                                                match_condition=MatchConditions.IfNotModified)
+        except (ResourceModifiedError, ResourceNotFoundError):
+            return None
+        job.etag = metadata.get("etag")
+        _ended(job)
+        return job
 
     def queue_position(self, job: Job, limit: int = 1000) -> int:
         """1 for the next job to run. Counts queued jobs created earlier (a bounded scan;
@@ -282,9 +369,6 @@ class JobRepository:
                 job = self.get(job_id)
             except JobNotFound:
                 return None
-            except CorruptJob:
-                self.fail_unreadable(job_id, "corrupt_job", "the job's record was damaged; please submit the photo again")
-                return None
             if job.terminal:
                 return None
             job.error_code, job.error = code, reason
@@ -299,21 +383,6 @@ class JobRepository:
                 return None
             _ended(saved)
             return saved
-
-    def fail_unreadable(self, job_id: str, code: str, reason: str) -> None:
-        """Mark failed a row that cannot be read (no ETag dance: there is nothing to merge
-        with), resetting the structured fields so the row reads back as a failed job."""
-        now = utcnow()
-        entity = {
-            "PartitionKey": job_id, "RowKey": ROW_KEY, "status": FAILED, "stage": "failed", "progress": 0.0,
-            "error_code": code, "error": reason, "lease_owner": "", "finished_at": now, "updated_at": now,
-            **{name: json.dumps(type(getattr(Job(id=""), name))()) for name in _JSON_FIELDS},
-        }
-        try:
-            self.table.update_entity(entity, mode=UpdateMode.MERGE)
-        except ResourceNotFoundError:
-            return
-        telemetry.job_ended(FAILED, code)
 
     def waiting_in_batches(self, created_before: datetime) -> Iterator[Job]:
         return self.query(

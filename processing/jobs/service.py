@@ -156,20 +156,25 @@ class JobService:
         """One job per image; images that fail validation are listed, not fatal. Zips are
         unpacked. Only the first ``batch_window`` jobs go on the queue now."""
         self.check_capacity()
+        limit = self.settings.max_batch_files
         expanded: list[tuple[str, bytes]] = []
         rejected: list[dict[str, str]] = []
+        # One budget for the whole batch: what its files and its zips' members add up to once
+        # inflated. Per zip, fifty zips of 200 MB each fitted in one request.
+        budget = self.settings.max_batch_bytes
         for name, data in files:
             if data.startswith(ZIP_MAGIC):
                 try:
-                    expanded.extend(unpack_zip(data, self.settings.max_batch_files, self.settings.max_batch_bytes))
+                    members = list(unpack_zip(data, limit, max(0, budget)))  # the whole zip, or none of it
                 except (ValueError, zipfile.BadZipFile) as error:
                     rejected.append({"filename": safe_stem(name), "code": "bad_zip", "message": str(error)})
+                    continue
             else:
-                expanded.append((name, data))
-        if len(expanded) > self.settings.max_batch_files:
-            raise codec.ImageRejected(
-                "too_many_files", f"{len(expanded)} images; at most {self.settings.max_batch_files} per batch", 413
-            )
+                members = [(name, data)]
+            expanded.extend(members)
+            budget -= sum(len(content) for _, content in members)
+            if len(expanded) > limit:  # said at once: nothing more is unpacked
+                raise codec.ImageRejected("too_many_files", f"more than {limit} images; at most {limit} per batch", 413)
         batch = Batch(id=new_job_id(), options=options.model_dump(), owner=owner)
         batch.expires_at = batch.created_at + timedelta(hours=self.settings.retention_hours)
         for name, data in expanded:

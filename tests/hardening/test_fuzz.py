@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 from collections import Counter
+from datetime import timedelta
 
 import numpy as np
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
@@ -15,13 +16,15 @@ from PIL import Image
 from processing.images import codec as images
 from processing.jobs.options import JobOptions
 from processing.jobs.service import JobService
-from tests.hardening.helpers import app_client, with_png_size
+from tests.hardening.helpers import app_client, jpeg_bytes, with_jpeg_size, with_png_size
 
-def fuzz(examples: int) -> hsettings:
+def fuzz(examples: int, deadline_ms: int) -> hsettings:
     # Derandomized: the same examples every run (no flaky CI, no example database),
-    # counts kept modest so the whole file runs in well under a minute.
-    return hsettings(max_examples=examples, deadline=None, derandomize=True, database=None,
-                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+    # counts kept modest so the whole file runs in well under a minute. Each example has a
+    # deadline: an input that makes the decoder (or whatever is behind it) slow fails, with
+    # room for a busy 2-core machine (a typical example takes a few milliseconds).
+    return hsettings(max_examples=examples, deadline=timedelta(milliseconds=deadline_ms), derandomize=True,
+                     database=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
 def _seed(fmt: str, **save) -> bytes:
@@ -38,6 +41,7 @@ def _seed(fmt: str, **save) -> bytes:
     return out.getvalue()
 
 
+_JPEG = jpeg_bytes(32, 24)
 SEEDS = [
     _seed("JPEG", quality=80),
     _seed("JPEG", quality=80, progressive=True),
@@ -88,23 +92,33 @@ def _decode_or_reject(data: bytes, max_pixels: int = 2_000_000):
     return decoded
 
 
-@fuzz(400)
+@fuzz(400, deadline_ms=2000)
 @given(uploads)
 def test_decode_raises_nothing_but_image_rejected(data):
     _decode_or_reject(data)
 
 
-@fuzz(150)
+def _judged_by_the_declared_size(data: bytes, fmt: str, width: int, height: int, limit: int = 40_000_000) -> None:
+    """Above the limit: too_many_pixels, always (and from the header alone, so fast). At or
+    under it: never too_many_pixels, and the header's size when accepted."""
+    try:
+        found = images.probe(data, limit)
+    except images.ImageRejected as rejected:
+        assert (rejected.code == "too_many_pixels") == (width * height > limit), (width, height, rejected.code)
+        return
+    assert found == (fmt, width, height) and width * height <= limit
+
+
+@fuzz(150, deadline_ms=500)
 @given(st.integers(0, 2**31 - 1), st.integers(0, 2**31 - 1))
 def test_declared_png_size_is_judged_before_decoding(width, height):
-    data = with_png_size(SEEDS[2], width, height)
-    try:
-        fmt, w, h = images.probe(data, 40_000_000)
-    except images.ImageRejected as rejected:
-        if 0 < width * height <= 40_000_000:
-            assert rejected.code != "too_many_pixels"
-        return
-    assert (fmt, w, h) == ("PNG", width, height) and w * h <= 40_000_000
+    _judged_by_the_declared_size(with_png_size(SEEDS[2], width, height), "PNG", width, height)
+
+
+@fuzz(150, deadline_ms=500)
+@given(st.integers(1, 65535), st.integers(1, 65535))
+def test_declared_jpeg_size_is_judged_before_decoding(width, height):
+    _judged_by_the_declared_size(with_jpeg_size(_JPEG, width, height), "JPEG", width, height)
 
 
 form_text = st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=12)
@@ -135,7 +149,7 @@ def test_the_api_never_answers_500(settings, storage):
     with app_client(settings, storage, raise_server_exceptions=False, max_upload_bytes=200_000,
                     max_pixels=2_000_000) as client:
 
-        @fuzz(150)
+        @fuzz(150, deadline_ms=10_000)
         @given(api_uploads, st.text(st.characters(blacklist_categories=("Cs",)), max_size=80),
                st.sampled_from(["image/jpeg", "image/png", "application/octet-stream", "text/html", "image/svg+xml"]),
                option_values)
@@ -167,7 +181,7 @@ def test_worker_messages_never_raise(handler):
                                                                  max_leaves=8)),
     )
 
-    @fuzz(120)
+    @fuzz(120, deadline_ms=5000)
     @given(bodies, st.integers(1, 10))
     def deliver(body, dequeue_count):
         outcome = handler.handle_message(body, dequeue_count)
@@ -184,7 +198,7 @@ def test_worker_survives_hostile_stored_inputs(settings, storage, handler):
 
     outcomes: Counter[str] = Counter()
 
-    @fuzz(25)
+    @fuzz(25, deadline_ms=30_000)
     @given(uploads)
     def run(data):
         job = service.submit(seed, "x.png", JobOptions(upscale=1, blend_mask="box"))

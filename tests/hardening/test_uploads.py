@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import io
 import struct
+import tracemalloc
+import zipfile
 import zlib
 
 import httpx
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -276,3 +279,111 @@ def test_chunked_upload_without_content_length_is_cut_off_at_the_limit(settings,
         assert blob_names(storage, settings.uploads_container) == [f"{accepted.json()['id']}/input.png"]
     finally:
         stack.stop()
+
+
+# -- batch limits ----------------------------------------------------------------------------
+
+
+def _noise_png(side: int, seed: int) -> bytes:
+    """A PNG that does not compress: about 3 bytes a pixel."""
+    pixels = np.random.default_rng(seed).integers(0, 255, (side, side, 3), dtype=np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels, "RGB").save(out, "PNG")
+    return out.getvalue()
+
+
+def _zip(members: dict[str, bytes]) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return out.getvalue()
+
+
+def _submit_batch(client, files: list[tuple[str, bytes]]):
+    return client.post("/api/batches", files=[("files", (name, data, "application/octet-stream")) for name, data in files])
+
+
+def _nothing_stored(storage, settings) -> bool:
+    rows = list(storage.tables.get_table_client(settings.jobs_table).list_entities())
+    return blob_names(storage, settings.uploads_container) == [] and rows == []
+
+
+def test_a_batch_over_the_byte_limit_is_refused_while_it_streams(settings, storage):
+    photos = [(f"{i}.png", _noise_png(150, i)) for i in range(3)]  # ~67 KB each, 200 KB in all
+    with app_client(settings, storage, max_batch_bytes=100_000) as client:
+        response = _submit_batch(client, photos)
+        assert response.status_code == 413, response.text
+        assert response.json()["error"]["code"] == "file_too_large"
+        assert _submit_batch(client, photos[:1]).status_code == 202  # one of them alone fits
+    assert len(blob_names(storage, settings.uploads_container)) == 1
+
+
+def test_zips_share_the_batch_byte_limit(settings, storage):
+    """Each zip inflating to 60 % of MAX_BATCH_BYTES: the first fits, the second would take
+    the batch past the limit and is listed as refused; the batch goes on with the first."""
+    photo = _noise_png(150, 1)  # ~67 KB, compresses to about as much
+    with app_client(settings, storage, max_batch_bytes=int(len(photo) / 0.6)) as client:
+        response = _submit_batch(client, [("one.zip", _zip({"a.png": photo})), ("two.zip", _zip({"b.png": photo}))])
+        assert response.status_code == 202, response.text
+        batch = response.json()
+    assert [job["filename"] for job in batch["jobs"]] == ["a"]
+    assert [(r["filename"], r["code"]) for r in batch["rejected"]] == [("two", "bad_zip")]
+    assert "the zip inflates to" in batch["rejected"][0]["message"]
+
+
+def test_more_files_than_the_batch_limit_is_413_zip_members_counted(settings, storage):
+    photo = png_bytes(20, 20)
+    with app_client(settings, storage, max_batch_files=3) as client:
+        for files in ([(f"{i}.png", photo) for i in range(4)],
+                      [("two.zip", _zip({"a.png": photo, "b.png": photo})), ("c.png", photo), ("d.png", photo)],
+                      [(f"{i}.zip", _zip({"a.png": photo, "b.png": photo, "c.png": photo})) for i in range(60)]):
+            response = _submit_batch(client, files)
+            assert response.status_code == 413, response.text
+            error = response.json()["error"]
+            assert error["code"] == "too_many_files" and "at most 3 per batch" in error["message"]
+        assert _nothing_stored(storage, settings)
+        # One zip holding more than the limit is itself refused, and listed.
+        response = _submit_batch(client, [("big.zip", _zip({f"{i}.png": photo for i in range(4)})), ("ok.png", photo)])
+        assert response.status_code == 202, response.text
+        assert [(r["filename"], r["code"]) for r in response.json()["rejected"]] == [("big", "bad_zip")]
+
+
+def _lying_zip(declared: int, inflated: bytes, good: bytes, checksum_fits_the_lie: bool = False) -> bytes:
+    """A zip whose first member, good.png, is honest, and whose second, big.png, declares
+    ``declared`` bytes (local header and central directory) but inflates to ``inflated``."""
+    raw = bytearray(_zip({"good.png": good, "big.png": inflated}))
+    local = raw.find(b"PK\x03\x04", 1)  # the second member's local header
+    central = raw.rfind(b"PK\x01\x02")
+    assert raw[local + 30:local + 37] == b"big.png" and raw[central + 46:central + 53] == b"big.png"
+    raw[local + 22:local + 26] = raw[central + 24:central + 28] = struct.pack("<I", declared)
+    if checksum_fits_the_lie:  # the CRC of what the declared size cuts it to
+        raw[local + 14:local + 18] = raw[central + 16:central + 20] = struct.pack("<I", zlib.crc32(inflated[:declared]))
+    return bytes(raw)
+
+
+def test_a_zip_member_inflating_past_its_declared_size_is_never_inflated_past_it(client, storage, settings):
+    """big.png declares 1000 bytes and inflates to 100 MB. Its checksum then fails and the
+    whole zip is refused, naming it (its honest neighbour is not kept either); with a checksum
+    forged to match, it is read as the 1000 bytes it declares, and memory stays far below
+    what it would inflate to."""
+    good, inflated = png_bytes(30, 30), b"\0" * 100_000_000
+    response = _submit_batch(client, [("lying.zip", _lying_zip(1000, inflated, good)), ("note.txt", b"not an image")])
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "no_images"
+    assert "big.png: its data does not match its declared size and checksum" in error["message"]
+    assert _nothing_stored(storage, settings)
+
+    forged = _lying_zip(1000, inflated, good, checksum_fits_the_lie=True)
+    tracemalloc.start()
+    try:
+        response = _submit_batch(client, [("forged.zip", forged)])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert response.status_code == 202, response.text
+    batch = response.json()
+    assert [job["filename"] for job in batch["jobs"]] == ["good"]
+    assert [(r["filename"], r["code"]) for r in batch["rejected"]] == [("big", "not_an_image")]
+    assert peak < 20_000_000, f"{peak / 1e6:.0f} MB at the peak"

@@ -5,13 +5,15 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
+import threading
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from processing.jobs.records import JobRepository, utcnow
-from processing.storage import decode_job_message
+from processing.storage import Storage, decode_job_message
 
 
 def submit(client, data: bytes, name="portrait.png", **options):
@@ -38,7 +40,7 @@ def test_submit_process_download(client, storage, handler, astronaut_png):
     assert response.status_code == 202, response.text
     body = response.json()
     job_id = body["id"]
-    assert len(job_id) == 32 and int(job_id, 16) >= 0
+    assert re.fullmatch("[0-9a-f]{32}", job_id), job_id
     assert response.headers["Location"] == f"/api/jobs/{job_id}"
     assert response.headers["Retry-After"] == "1"
     assert body["status"] == "queued" and body["queue_position"] == 1
@@ -196,6 +198,59 @@ def test_delete_removes_everything(client, storage, handler, settings, astronaut
     for container in (settings.uploads_container, settings.results_container):
         assert list(storage.container(container).list_blobs(name_starts_with=job_id)) == []
     assert client.delete(f"/api/jobs/{job_id}").status_code == 404
+
+
+class PausingStorage(Storage):
+    """The real storage (Azurite) with one pause: before it writes the first blob whose name
+    ends with ``pause_before``, it says so and waits until the test lets it go on."""
+
+    def __init__(self, settings, pause_before: str):
+        super().__init__(settings)
+        self.pause_before = pause_before
+        self.reached, self.resume = threading.Event(), threading.Event()
+
+    def put_blob(self, container, name, data, content_type):
+        if name.endswith(self.pause_before) and not self.reached.is_set():
+            self.reached.set()
+            assert self.resume.wait(120), "the test never let the worker go on"
+        super().put_blob(container, name, data, content_type)
+
+
+@pytest.mark.parametrize("pause_before, options", [
+    ("restored.png", {}),  # the last stretch: after the "saving" report, before the final transition
+    ("before.png", {"rotate": 90}),  # the preprocessed pixels, before the engine's first report
+])
+def test_delete_while_the_worker_saves_leaves_no_blob(client, settings, engine, astronaut_png, pause_before, options):
+    """DELETE lands while the worker is about to write: the worker writes after the delete
+    has listed the job's blobs, its final transition finds no row, and it removes what it
+    wrote. Both containers hold nothing of the job afterwards."""
+    from processing.worker import JobHandler
+
+    paused = PausingStorage(settings, pause_before)
+    worker = JobHandler(settings, paused, lambda: engine, worker_id="saver")
+    job_id = submit(client, astronaut_png, blend_mask="box", upscale=1, **options).json()["id"]
+    outcome = {}
+    runner = threading.Thread(target=lambda: outcome.update(result=worker.handle(job_id)))
+    runner.start()
+    try:
+        assert paused.reached.wait(120), "the worker never got to " + pause_before
+        assert client.delete(f"/api/jobs/{job_id}").status_code == 204
+    finally:
+        paused.resume.set()
+        runner.join(120)
+    assert outcome["result"].status == "lost" and outcome["result"].detail == "deleted while running"
+    assert client.get(f"/api/jobs/{job_id}").status_code == 404
+    for container in (settings.uploads_container, settings.results_container):
+        assert [b.name for b in paused.container(container).list_blobs()] == [], container
+
+
+def test_deleting_a_blob_that_is_already_gone_is_not_an_error(storage, settings):
+    """A DELETE and a worker cleaning up after it remove the same blobs, in either order."""
+    storage.put_blob(settings.results_container, "x/one.png", b"1", "image/png")
+    storage.delete_blob(settings.results_container, "x/one.png")
+    storage.delete_blob(settings.results_container, "x/one.png")
+    storage.delete_blob(settings.results_container, "x/never-was.png")
+    assert storage.delete_prefix(settings.results_container, "x/") == 0
 
 
 def test_purge_removes_expired_jobs_and_their_blobs(client, storage, handler, settings, astronaut_png):

@@ -6,8 +6,9 @@ from datetime import timedelta
 
 import pytest
 
-from processing.jobs.records import (CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, TERMINAL, TRANSITIONS, Job,
-                                    from_entity, is_job_id, new_job_id, to_entity, utcnow)
+from processing.jobs.records import (CANCELLED, CORRUPT_JOB, FAILED, QUEUED, RUNNING, SUCCEEDED, TERMINAL, TRANSITIONS,
+                                    UNREADABLE_OWNER, Job, from_entity, is_job_id, new_job_id, salvage, to_entity,
+                                    utcnow)
 from processing.jobs.service import safe_stem
 
 
@@ -46,3 +47,37 @@ def test_lease_expiry():
                                         ("<script>.png", "script")])
 def test_file_names_are_never_paths(name, stem):
     assert safe_stem(name) == stem
+
+
+@pytest.mark.parametrize("name, stored", [
+    ("faces", "[[["), ("options", "{not json"), ("options", "[1, 2]"), ("timings", 5), ("status", "banana"),
+    ("progress", 7.5), ("progress", "half"), ("created_at", "yesterday"), ("attempts", "two"), ("enqueued", "yes"),
+    ("owner", 42), ("faces", '[{"box": [1, 2, 3], "score": 0.9}]'), ("preprocessing", '[["nested"]]'),
+    ("face_count", True),
+])
+def test_a_damaged_property_makes_the_record_unreadable(name, stored):
+    entity = to_entity(Job(id=new_job_id(), faces=[{"box": [1, 2, 3, 4], "score": 0.9}]))
+    entity[name] = stored
+    with pytest.raises((ValueError, TypeError)):
+        from_entity(entity)
+
+
+def test_a_damaged_record_is_salvaged_as_a_failed_job_keeping_what_still_reads():
+    job = Job(id=new_job_id(), status=RUNNING, options={"upscale": 2}, filename="me", owner="key:abc",
+              lease_owner="w", lease_until=utcnow(), expires_at=utcnow() + timedelta(hours=1))
+    entity = to_entity(job)
+    entity["faces"] = "[[["
+    saved = salvage(entity, "damaged")
+    assert (saved.status, saved.error_code, saved.error, saved.stage) == (FAILED, CORRUPT_JOB, "damaged", "failed")
+    assert saved.options == {"upscale": 2} and saved.filename == "me" and saved.owner == "key:abc"
+    assert saved.faces == [] and saved.lease_owner == "" and saved.lease_until is None
+    assert saved.expires_at == job.expires_at
+    assert from_entity(to_entity(saved)).status == FAILED  # what is written back reads
+
+
+def test_a_record_whose_owner_is_damaged_becomes_nobodys():
+    entity = to_entity(Job(id=new_job_id(), owner="key:abc"))
+    entity["owner"], entity["expires_at"] = 42, "never"
+    saved = salvage(entity, "damaged")
+    assert saved.owner == UNREADABLE_OWNER and saved.owner  # "" would be everybody's
+    assert saved.expires_at <= utcnow()  # purged at the timer's next round
