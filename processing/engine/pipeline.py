@@ -31,7 +31,8 @@ from typing import Callable, Protocol, Sequence
 import cv2
 import numpy as np
 
-from .detectors import FACE_SIZE, FACE_TEMPLATE, Detector, Face, HaarStandInDetector, RetinaFaceDetector, center_face
+from .detectors import (FACE_SIZE, FACE_TEMPLATE, Detector, Face, HaarStandInDetector, RetinaFaceDetector, SecondPass,
+                        center_face)
 from .memory import release_heap
 from .networks import OnnxBackend, gfpgan_noise
 from .stages import Observer, Stages
@@ -117,6 +118,7 @@ class Engine:
         backend: Backend,
         *,
         detect_max_side: int = 840,
+        detect_second_pass_max_side: int = 2520,
         models: Sequence[str] = ("1.4",),
         allow_standin: bool = False,
         threads: int = 0,
@@ -137,6 +139,7 @@ class Engine:
         self.parser = backend.parser()
         self.retinaface = RetinaFaceDetector(backend.detector(), detect_max_side)
         self.detector: Detector = HaarStandInDetector(detect_max_side) if self.standin else self.retinaface
+        self.second_pass = SecondPass(detect_second_pass_max_side)  # around whichever detector runs
         release_heap()
 
     @classmethod
@@ -151,6 +154,7 @@ class Engine:
             runtime=settings.engine_backend,
             threads=settings.engine_threads,
             detect_max_side=settings.detect_max_side,
+            detect_second_pass_max_side=settings.detect_second_pass_max_side,
             allow_standin=settings.standin_weights,
         )
 
@@ -179,8 +183,17 @@ class Engine:
 
     # -- the pipeline -------------------------------------------------------------
 
-    def detect(self, image: np.ndarray, options: RestoreOptions) -> list[Face]:
+    def detect(self, image: np.ndarray, options: RestoreOptions, stage: Stages | None = None,
+               progress: Progress = _no_progress) -> list[Face]:
+        """The detector's faces, and the second pass's where it runs (timed as ``detect_pass2``)."""
+        stage = stage or Stages()
+        stage.timings.setdefault("detect_pass2", 0.0)
         faces = self.detector.detect(image)
+        tiling = self.second_pass.plan(self.detector, image.shape, faces, options.max_faces)
+        if tiling is not None:
+            progress("detecting small faces", 0.07)
+            with stage("detect_pass2", tiles=len(tiling.origins)):
+                faces = self.second_pass.run(self.detector, image, tiling, faces)
         if options.only_center_face and faces:
             faces = [center_face(faces, image.shape[1], image.shape[0])]
         return faces[: options.max_faces]
@@ -206,7 +219,7 @@ class Engine:
 
         progress("detecting", 0.05)
         with stage("detect"):
-            found = list(faces) if faces is not None else self.detect(image, options)
+            found = list(faces) if faces is not None else self.detect(image, options, stage, progress)
 
         restored: list[RestoredFace] = []
         matrices = []
