@@ -194,6 +194,7 @@ class Engine:
             progress("detecting small faces", 0.07)
             with stage("detect_pass2", tiles=len(tiling.origins)):
                 faces = self.second_pass.run(self.detector, image, tiling, faces)
+            release_heap()  # its larger copy and tiles' scratch, before the faces are restored
         if options.only_center_face and faces:
             faces = [center_face(faces, image.shape[1], image.shape[0])]
         return faces[: options.max_faces]
