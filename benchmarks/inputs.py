@@ -52,6 +52,43 @@ def _encode(path: Path, pixels: np.ndarray) -> None:
     path.write_bytes(data.tobytes())
 
 
+# (x, y, size) of each square face crop on the 4000x3000 canvas.
+FOUR_FACES_12MP = [(300, 250, 1100), (2300, 300, 900), (500, 1700, 1000), (2500, 1600, 1300)]
+# A group photo at several scales: two large faces in front, rows of smaller ones behind
+# (crops of 300 and 200 px: the Haar box is about half the crop), and a row of 120 px crops
+# whose faces are too small for either pass at the default settings.
+GROUP_12MP = (
+    [(600 + 1500 * i, 2200, 560) for i in range(2)]
+    + [(250 + 900 * i, 1500, 300) for i in range(4)]
+    + [(150 + 800 * i, 900, 200) for i in range(5)]
+    + [(400 + 700 * i, 300, 120) for i in range(5)]
+)
+
+
+def faces_on_coffee(placements, size: tuple[int, int] = (4000, 3000)) -> tuple[np.ndarray, list]:
+    """The astronaut's face, cropped square (4.2 eye spans) and scaled to each (x, y, side) in
+    ``placements``, on skimage's coffee photo scaled to ``size``; and each face's 5 landmarks
+    (the Haar stand-in's on the astronaut, carried through crop, scale and placement)."""
+    from skimage import data
+
+    source = astronaut_bgr()
+    marks = astronaut_landmarks()
+    canvas = cv2.resize(cv2.cvtColor(data.coffee(), cv2.COLOR_RGB2BGR), size, interpolation=cv2.INTER_CUBIC)
+    eye_span = marks[1, 0] - marks[0, 0]
+    centre = marks.mean(axis=0)
+    side = int(round(eye_span * 4.2))
+    left = int(np.clip(round(centre[0] - side / 2), 0, source.shape[1] - side))
+    top = int(np.clip(round(centre[1] - side / 2), 0, source.shape[0] - side))
+    crop = source[top: top + side, left: left + side]
+    landmarks_all = []
+    for x, y, size in placements:
+        scale = size / side
+        canvas[y: y + size, x: x + size] = cv2.resize(crop, (size, size), interpolation=cv2.INTER_CUBIC)
+        # Pixel centres: x_out + 0.5 = (x_in + 0.5) * scale.
+        landmarks_all.append((((marks - [left, top]) + 0.5) * scale - 0.5 + [x, y]).tolist())
+    return canvas, landmarks_all
+
+
 def build(directory: Path) -> list[Case]:
     """Write every case's input under ``directory`` and return the cases."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -70,21 +107,7 @@ def build(directory: Path) -> list[Case]:
 
     # Four faces in a 12-megapixel photo: face crops of the astronaut, scaled to four
     # sizes, placed on coffee cup pixels scaled to 4000x3000.
-    from skimage import data
-
-    canvas = cv2.resize(cv2.cvtColor(data.coffee(), cv2.COLOR_RGB2BGR), (4000, 3000), interpolation=cv2.INTER_CUBIC)
-    eye_span = marks[1, 0] - marks[0, 0]
-    centre = marks.mean(axis=0)
-    side = int(round(eye_span * 4.2))
-    left = int(np.clip(round(centre[0] - side / 2), 0, source.shape[1] - side))
-    top = int(np.clip(round(centre[1] - side / 2), 0, source.shape[0] - side))
-    crop = source[top: top + side, left: left + side]
-    placements = [(300, 250, 1100), (2300, 300, 900), (500, 1700, 1000), (2500, 1600, 1300)]  # x, y, size
-    landmarks_all = []
-    for x, y, size in placements:
-        scale = size / side
-        canvas[y: y + size, x: x + size] = cv2.resize(crop, (size, size), interpolation=cv2.INTER_CUBIC)
-        landmarks_all.append((((marks - [left, top]) + 0.5) * scale - 0.5 + [x, y]).tolist())
+    canvas, landmarks_all = faces_on_coffee(FOUR_FACES_12MP)
     _encode(directory / "4faces-12mp.jpg", canvas)
     cases.append(Case("4faces-12mp", "4 faces, 4000x3000 JPEG", "4faces-12mp.jpg", landmarks_all))
 

@@ -81,6 +81,10 @@ class Settings:
     # to full resolution (0 disables the downscale). 840 is the scale RetinaFace-ResNet50 was
     # trained at (facexlib's cfg_re50 image_size); its smallest anchor is 16 px on that copy.
     detect_max_side: int = field(default=840, metadata={"env": "DETECT_MAX_SIDE"})
+    # A second pass for small faces in large photos (processing/engine/detectors.py,
+    # SecondPass): when the faces found on that copy are near the smallest it shows (or none
+    # were found), detect again on overlapping tiles of a copy at most this large; 0: never.
+    detect_second_pass_max_side: int = field(default=2520, metadata={"env": "DETECT_SECOND_PASS_MAX_SIDE"})
 
     # Uploads.
     max_upload_bytes: int = field(default=20 * 1024 * 1024, metadata={"env": "MAX_UPLOAD_BYTES"})
@@ -152,7 +156,7 @@ class Settings:
         if self.max_faces < 0 or self.engine_threads < 0 or self.retention_hours <= 0:
             raise SettingsError("MAX_FACES and ENGINE_THREADS must be >= 0, JOB_RETENTION_HOURS > 0")
         for name in ("rate_limit_per_minute", "rate_limit_reads_per_minute", "api_key_cache_seconds",
-                     "storage_retry_total", "storage_retry_backoff"):
+                     "storage_retry_total", "storage_retry_backoff", "detect_second_pass_max_side"):
             if getattr(self, name) < 0:
                 raise SettingsError(f"{_env_name(name)} must be >= 0")
         for name in ("rate_limit_burst", "rate_limit_reads_burst"):

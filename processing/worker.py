@@ -247,7 +247,7 @@ class JobHandler:
         """A detection job: the faces found, with boxes in the photo's pixels and scores; no image."""
         held.report("detecting", 0.1)
         with stage("detect"):
-            found = engine.detect(pixels, restore_options)
+            found = engine.detect(pixels, restore_options, stage)
         faces = [face_record(face, unframed) for face in found]
         timings = {name: round(seconds, 3) for name, seconds in stage.timings.items()}
         timings["total"] = round(time.perf_counter() - started, 3)

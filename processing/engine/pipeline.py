@@ -31,8 +31,8 @@ from typing import Callable, Protocol, Sequence
 import cv2
 import numpy as np
 
-from .detectors import (FACE_SIZE, FACE_TEMPLATE, Detector, Face, HaarStandInDetector, RetinaFaceDetector, center_face,
-                        chosen_faces)
+from .detectors import (FACE_SIZE, FACE_TEMPLATE, Detector, Face, HaarStandInDetector, RetinaFaceDetector, SecondPass,
+                        center_face, chosen_faces)
 from .memory import release_heap
 from .networks import OnnxBackend, gfpgan_noise
 from .stages import Observer, Stages
@@ -129,6 +129,7 @@ class Engine:
         backend: Backend,
         *,
         detect_max_side: int = 840,
+        detect_second_pass_max_side: int = 2520,
         models: Sequence[str] = ("1.4",),
         allow_standin: bool = False,
         threads: int = 0,
@@ -149,6 +150,7 @@ class Engine:
         self.parser = backend.parser()
         self.retinaface = RetinaFaceDetector(backend.detector(), detect_max_side)
         self.detector: Detector = HaarStandInDetector(detect_max_side) if self.standin else self.retinaface
+        self.second_pass = SecondPass(detect_second_pass_max_side)  # around whichever detector runs
         release_heap()
 
     @classmethod
@@ -163,6 +165,7 @@ class Engine:
             runtime=settings.engine_backend,
             threads=settings.engine_threads,
             detect_max_side=settings.detect_max_side,
+            detect_second_pass_max_side=settings.detect_second_pass_max_side,
             allow_standin=settings.standin_weights,
         )
 
@@ -191,8 +194,18 @@ class Engine:
 
     # -- the pipeline -------------------------------------------------------------
 
-    def detect(self, image: np.ndarray, options: RestoreOptions) -> list[Face]:
+    def detect(self, image: np.ndarray, options: RestoreOptions, stage: Stages | None = None,
+               progress: Progress = _no_progress) -> list[Face]:
+        """The detector's faces, and the second pass's where it runs (timed as ``detect_pass2``)."""
+        stage = stage or Stages()
+        stage.timings.setdefault("detect_pass2", 0.0)
         faces = self.detector.detect(image)
+        tiling = self.second_pass.plan(self.detector, image.shape, faces, options.max_faces)
+        if tiling is not None:
+            progress("detecting small faces", 0.07)
+            with stage("detect_pass2", tiles=len(tiling.origins)):
+                faces = self.second_pass.run(self.detector, image, tiling, faces)
+            release_heap()  # its larger copy and tiles' scratch, before the faces are restored
         if options.face_boxes is not None:
             faces = chosen_faces(faces, options.face_boxes)
         elif options.only_center_face and faces:
@@ -237,7 +250,7 @@ class Engine:
 
         progress("detecting", 0.05)
         with stage("detect"):
-            found = list(faces) if faces is not None else self.detect(image, options)
+            found = list(faces) if faces is not None else self.detect(image, options, stage, progress)
 
         restored: list[RestoredFace] = []
         matrices = []
