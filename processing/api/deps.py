@@ -40,24 +40,20 @@ def charge_extra(request: Request, cost: int) -> None:
     except AzureError as error:
         log.warning("could not bill %d extra submissions: %s", cost, error.__class__.__name__)
 
+
 def owner_check(request: Request) -> None:
     """A global dependency: any route with a ``job_id`` or ``batch_id`` in its path is
     answered only for the owner of an owned job or batch. Unknown ids fall through to
     the endpoint, which answers 404 itself."""
     service = get_service(request)
     caller = current_caller(request)
-    params = request.path_params
-    if "job_id" in params:
+    for param, repository, not_found in (("job_id", service.jobs, JobNotFound), ("batch_id", service.batches, BatchNotFound)):
+        if param not in request.path_params:
+            continue
+        identifier = request.path_params[param]
         try:
-            owner = service.jobs.get(params["job_id"]).owner
-        except JobNotFound:
+            owner = repository.get(identifier).owner
+        except not_found:
             return
         if not caller.may_read(owner):
-            raise JobNotFound(params["job_id"])
-    if "batch_id" in params:
-        try:
-            owner = service.batches.get(params["batch_id"]).owner
-        except BatchNotFound:
-            return
-        if not caller.may_read(owner):
-            raise BatchNotFound(params["batch_id"])
+            raise not_found(identifier)
