@@ -9,31 +9,12 @@ import cv2
 import numpy as np
 import pytest
 
-from processing.engine.detectors import FACE_SIZE, FACE_TEMPLATE, Face, HaarStandInDetector
+from processing.engine.detectors import FACE_SIZE, FACE_TEMPLATE, HaarStandInDetector
 from processing.engine.networks import gfpgan_noise, to_input
 from processing.engine.pipeline import Engine, RestoreOptions
 from processing.engine.store import ModelStore
 from tests.conftest import astronaut_bgr
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    assert a.shape == b.shape
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
-
-
-def pinned(landmarks: np.ndarray) -> Face:
-    landmarks = np.asarray(landmarks, np.float64)
-    return Face((*landmarks.min(axis=0), *landmarks.max(axis=0)), 1.0, landmarks)
-
-
-@pytest.fixture(scope="module")
-def astronaut_face() -> tuple[np.ndarray, np.ndarray]:
-    """The 512x512 astronaut and its face's 5 landmarks (Haar box + FFHQ template)."""
-    image = astronaut_bgr()
-    faces = HaarStandInDetector(max_side=512).detect(image)
-    assert faces, "the Haar cascade should find the astronaut's face"
-    return image, faces[0].landmarks
+from tests.engine.conftest import pinned, psnr
 
 
 @pytest.fixture(scope="module")
@@ -204,18 +185,6 @@ def test_detector_downscale_scales_landmarks_back(astronaut_face):
 
     by_hand = HaarStandInDetector(max_side=0).detect(cv2.resize(big, (512, 512), interpolation=cv2.INTER_AREA))[0].landmarks
     np.testing.assert_allclose(through_limit, by_hand * 2, atol=1e-6)
-
-
-def test_retinaface_on_standin_weights_runs_and_respects_max_faces(engine, astronaut_face, monkeypatch):
-    image, _ = astronaut_face
-    found = engine.retinaface.detect(image)
-    assert len(found) > 3  # random parameters "find" many faces: why stand-in mode uses Haar
-    for face in found[:20]:
-        assert face.landmarks.shape == (5, 2)
-    monkeypatch.setattr(engine, "detector", engine.retinaface)
-    assert len(engine.detect(image, RestoreOptions(max_faces=3))) == 3
-    result = engine.restore(image, RestoreOptions(max_faces=1, blend_mask="box"))
-    assert len(result.faces) == 1
 
 
 def test_detection_decoding_matches_facexlib(standin_weights):
