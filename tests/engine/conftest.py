@@ -3,9 +3,11 @@ stand-in weights, and stand-in networks whose outputs are controlled so that a c
 with the stock pipeline means something.
 
 The stand-in RetinaFace's random heads report saturated scores (ties at 1.0) and boxes
-hundreds of anchors wide. The fixtures below change a few head parameters, identically in
-facexlib's torch module (the one the stock pipeline runs) and in a copy of the exported
-graph (the one our engine runs), so both sides still hold the same weights.
+hundreds of anchors wide, and the stand-in ParseNet labels nearly every pixel with a class
+the blend mask keeps (a full mask: the paste-back then never shows the mask's shape). The
+fixtures below change a few head parameters, identically in facexlib's torch module (the
+one the stock pipeline runs) and in a copy of the exported graph (the one our engine runs),
+so both sides still hold the same weights.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import numpy as np
 import pytest
 
 from processing.engine.detectors import Face, HaarStandInDetector
-from processing.engine.store import DETECTOR, ModelStore
+from processing.engine.store import DETECTOR, PARSER, ModelStore
 from tests.conftest import astronaut_bgr
 
 
@@ -82,6 +84,20 @@ def stock_pipeline(weights_dir: Path, workdir: Path):
         return StockPipeline(weights_dir, threads=2, run_detector=False)
 
 
+def restore_stock(stock, data: bytes, landmarks, upscale: int = 2, blend_mask: str = "parse"):
+    """An encoded photo through the stock pipeline (decoded with IMREAD_COLOR, as
+    inference_gfpgan.py does) on the given landmarks: the output and the restored faces."""
+    helper = stock.restorer.face_helper
+    helper.set_upscale_factor(upscale)
+    helper.use_parse = blend_mask == "parse"  # GFPGANer's square mask when parsing is off
+    try:
+        output, _, _ = stock.run(data, landmarks, aligned=False, noise_seed=0)
+    finally:
+        helper.set_upscale_factor(2)
+        helper.use_parse = True
+    return output, list(helper.restored_faces)
+
+
 @pytest.fixture(scope="session")
 def stock(standin_weights, tmp_path_factory):
     """The stock pipeline on the stand-in weights."""
@@ -106,6 +122,31 @@ def scored_detector(stock, standin_models, tmp_path_factory) -> Path:
 
     target = tmp_path_factory.mktemp("scored") / "detector.onnx"
     return same_weights_edit(stock.restorer.face_helper.face_det, ModelStore(standin_models).path(DETECTOR), target, scaled)
+
+
+# ParseNet's classes that win most of a stand-in restored face are kept by the blend mask.
+# Its output layer, amplified (so the image, not the bias, decides) and with the rows of
+# class 0 (background, dropped) and class 15 (kept) swapped, labels large connected regions
+# background: a mask with holes and edges, neither empty nor full.
+SWAPPED_CLASSES = [0, 15]
+PARSER_GAIN = 30.0
+
+
+@pytest.fixture(scope="session")
+def structured_parser(stock, standin_models, tmp_path_factory) -> Path:
+    """The stand-in ParseNet with a structured mask, in the stock pipeline's module and in
+    an exported graph, whose path this returns."""
+
+    def swapped(name, array):
+        if not name.startswith("out_mask_conv."):
+            return None
+        array = array * np.float32(PARSER_GAIN) if name.endswith("weight") else array.copy()
+        array[SWAPPED_CLASSES] = array[SWAPPED_CLASSES[::-1]]
+        return array
+
+    target = tmp_path_factory.mktemp("structured") / "parser.onnx"
+    return same_weights_edit(stock.restorer.face_helper.face_parse, ModelStore(standin_models).path(PARSER), target,
+                             swapped, prefix="net.")
 
 
 def stock_landmarks(stock, image: np.ndarray) -> list[np.ndarray]:

@@ -1,5 +1,6 @@
-"""The engine: faithful to the stock GFPGAN pipeline on pinned landmarks, its options do
-what they say, and the detector's downscale gives landmarks back in input pixels.
+"""The engine: its exported networks compute what upstream's do, its options do what they
+say, and the detector's downscale gives landmarks back in input pixels (the whole pipeline
+against the stock one: test_pasteback.py; RetinaFace against facexlib's: test_detector.py).
 
 Stand-in weights (random parameters): these tests check computation, never quality."""
 
@@ -17,33 +18,7 @@ from tests.conftest import astronaut_bgr
 from tests.engine.conftest import pinned, psnr
 
 
-@pytest.fixture(scope="module")
-def photo_1024(astronaut_face):
-    image, landmarks = astronaut_face
-    big = cv2.resize(image, (1024, 1024), interpolation=cv2.INTER_LANCZOS4)
-    return big, (landmarks + 0.5) * 2 - 0.5
-
-
 # -- faithfulness ------------------------------------------------------------------
-
-
-def test_matches_stock_gfpgan_on_pinned_landmarks(engine, standin_weights, photo_1024, tmp_path, monkeypatch):
-    """GFPGANer.enhance (upscale 2, ParseNet mask) and our default engine on the same
-    landmarks and the same decoder noise: PSNR >= 40 dB (in practice ~85: rounding)."""
-    from benchmarks.stock import StockPipeline, prepare_workdir
-
-    image, landmarks = photo_1024
-    prepare_workdir(tmp_path, standin_weights)
-    monkeypatch.chdir(tmp_path)  # GFPGANer looks for gfpgan/weights in the working directory
-    stock = StockPipeline(standin_weights, threads=2, run_detector=False)
-    ok, png = cv2.imencode(".png", image)
-    stock_image, _, _ = stock.run(png.tobytes(), [landmarks], aligned=False, noise_seed=0)
-    stock_face = stock.restorer.face_helper.restored_faces[0]
-
-    ours = engine.restore(image, RestoreOptions(noise_seed=0), faces=[pinned(landmarks)])
-    assert ours.image.shape == stock_image.shape == (2048, 2048, 3)
-    assert psnr(ours.faces[0].after, stock_face) >= 50
-    assert psnr(ours.image, stock_image) >= 40
 
 
 def test_decoder_noise_is_an_input_that_reaches_the_output(engine, standin_weights, standin_models):
