@@ -24,6 +24,7 @@ from processing.build import weights  # noqa: E402
 from processing.config import Settings, azurite_connection_string  # noqa: E402
 
 STANDIN_DIR = ROOT / ".cache" / "standin-weights"
+OFFICIAL_DIR = ROOT / "weights" / "official"
 ARTIFACTS = ROOT / "test-artifacts"
 
 
@@ -133,6 +134,39 @@ def standin_weights() -> Path:
 @pytest.fixture(scope="session")
 def standin_models(standin_weights) -> Path:
     return standin_weights / "onnx"
+
+
+_official_requested = False
+
+
+def pytest_configure(config) -> None:
+    global _official_requested
+    markexpr = config.getoption("markexpr") or ""
+    _official_requested = "official" in markexpr and "not official" not in markexpr
+
+
+def skip_unless_official_weights() -> None:
+    """At the top of a module of tests marked ``official``: they run only when asked for
+    (``./scripts/test.sh -m official``) and when weights/official verifies (every SHA-256);
+    otherwise the module is skipped, with one line saying why."""
+    if not _official_requested:
+        pytest.skip("the official-weights suite is opt-in: ./scripts/test.sh -m official", allow_module_level=True)
+    where = OFFICIAL_DIR.relative_to(ROOT)
+    verify = subprocess.run([sys.executable, "-m", "processing.build", "verify", "--dir", str(OFFICIAL_DIR)],
+                            cwd=ROOT, capture_output=True, text=True)
+    if verify.returncode != 0 or weights.is_standin_dir(OFFICIAL_DIR):
+        pytest.skip(f"{where} does not hold verified official checkpoints; get them with "
+                    f"`.venv/bin/python -m processing.build fetch --dir {where}`", allow_module_level=True)
+
+
+@pytest.fixture(scope="session")
+def official_models() -> Path:
+    """The official checkpoints' model store, exported once into weights/official/onnx
+    (where run-local.sh puts it). Only for modules guarded by skip_unless_official_weights."""
+    from processing.build.export import export_store
+
+    export_store(OFFICIAL_DIR, OFFICIAL_DIR / "onnx", versions=("1.4",), log=lambda line: None)
+    return OFFICIAL_DIR / "onnx"
 
 
 @pytest.fixture(scope="session")

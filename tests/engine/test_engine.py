@@ -1,5 +1,6 @@
-"""The engine: faithful to the stock GFPGAN pipeline on pinned landmarks, its options do
-what they say, and the detector's downscale gives landmarks back in input pixels.
+"""The engine: its exported networks compute what upstream's do, its options do what they
+say, and the detector's downscale gives landmarks back in input pixels (the whole pipeline
+against the stock one: test_pasteback.py; RetinaFace against facexlib's: test_detector.py).
 
 Stand-in weights (random parameters): these tests check computation, never quality."""
 
@@ -9,60 +10,15 @@ import cv2
 import numpy as np
 import pytest
 
-from processing.engine.detectors import FACE_SIZE, FACE_TEMPLATE, Face, HaarStandInDetector
+from processing.engine.detectors import FACE_SIZE, FACE_TEMPLATE, HaarStandInDetector
 from processing.engine.networks import gfpgan_noise, to_input
 from processing.engine.pipeline import Engine, RestoreOptions
 from processing.engine.store import ModelStore
 from tests.conftest import astronaut_bgr
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    assert a.shape == b.shape
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
-
-
-def pinned(landmarks: np.ndarray) -> Face:
-    landmarks = np.asarray(landmarks, np.float64)
-    return Face((*landmarks.min(axis=0), *landmarks.max(axis=0)), 1.0, landmarks)
-
-
-@pytest.fixture(scope="module")
-def astronaut_face() -> tuple[np.ndarray, np.ndarray]:
-    """The 512x512 astronaut and its face's 5 landmarks (Haar box + FFHQ template)."""
-    image = astronaut_bgr()
-    faces = HaarStandInDetector(max_side=512).detect(image)
-    assert faces, "the Haar cascade should find the astronaut's face"
-    return image, faces[0].landmarks
-
-
-@pytest.fixture(scope="module")
-def photo_1024(astronaut_face):
-    image, landmarks = astronaut_face
-    big = cv2.resize(image, (1024, 1024), interpolation=cv2.INTER_LANCZOS4)
-    return big, (landmarks + 0.5) * 2 - 0.5
+from tests.engine.conftest import pinned, psnr
 
 
 # -- faithfulness ------------------------------------------------------------------
-
-
-def test_matches_stock_gfpgan_on_pinned_landmarks(engine, standin_weights, photo_1024, tmp_path, monkeypatch):
-    """GFPGANer.enhance (upscale 2, ParseNet mask) and our default engine on the same
-    landmarks and the same decoder noise: PSNR >= 40 dB (in practice ~85: rounding)."""
-    from benchmarks.stock import StockPipeline, prepare_workdir
-
-    image, landmarks = photo_1024
-    prepare_workdir(tmp_path, standin_weights)
-    monkeypatch.chdir(tmp_path)  # GFPGANer looks for gfpgan/weights in the working directory
-    stock = StockPipeline(standin_weights, threads=2, run_detector=False)
-    ok, png = cv2.imencode(".png", image)
-    stock_image, _, _ = stock.run(png.tobytes(), [landmarks], aligned=False, noise_seed=0)
-    stock_face = stock.restorer.face_helper.restored_faces[0]
-
-    ours = engine.restore(image, RestoreOptions(noise_seed=0), faces=[pinned(landmarks)])
-    assert ours.image.shape == stock_image.shape == (2048, 2048, 3)
-    assert psnr(ours.faces[0].after, stock_face) >= 50
-    assert psnr(ours.image, stock_image) >= 40
 
 
 def test_decoder_noise_is_an_input_that_reaches_the_output(engine, standin_weights, standin_models):
@@ -204,18 +160,6 @@ def test_detector_downscale_scales_landmarks_back(astronaut_face):
 
     by_hand = HaarStandInDetector(max_side=0).detect(cv2.resize(big, (512, 512), interpolation=cv2.INTER_AREA))[0].landmarks
     np.testing.assert_allclose(through_limit, by_hand * 2, atol=1e-6)
-
-
-def test_retinaface_on_standin_weights_runs_and_respects_max_faces(engine, astronaut_face, monkeypatch):
-    image, _ = astronaut_face
-    found = engine.retinaface.detect(image)
-    assert len(found) > 3  # random parameters "find" many faces: why stand-in mode uses Haar
-    for face in found[:20]:
-        assert face.landmarks.shape == (5, 2)
-    monkeypatch.setattr(engine, "detector", engine.retinaface)
-    assert len(engine.detect(image, RestoreOptions(max_faces=3))) == 3
-    result = engine.restore(image, RestoreOptions(max_faces=1, blend_mask="box"))
-    assert len(result.faces) == 1
 
 
 def test_detection_decoding_matches_facexlib(standin_weights):
