@@ -37,10 +37,10 @@ Everything is measured on this machine in one run, the sides interleaved in ever
    read-only store from .venv-runtime with the shared openvino.Core given
    ``CACHE_DIR`` (empty: compile and write the cache; filled: load from it) or not.
 
-Each measured start is a fresh process. One untimed start per side comes first (it writes
-the bytecode into a temporary PYTHONPYCACHEPREFIX, as the image precompiles, and reads the
-model files into the page cache); so every timed start reads the models from memory, as a
-worker does when its image is already on the node. Results: medians, min-max over the
+Each measured start is a fresh process. The code is byte-compiled first (compileall, as
+both images do; the venvs' packages were compiled by pip) and one untimed start per side
+reads the model files into the page cache, so every timed start reads the models from
+memory, as a worker does when its image is already on the node. Results: medians, min-max over the
 repeats, all raw rows in benchmarks/results/cold_start.json, the table in cold_start.txt.
 """
 
@@ -246,15 +246,25 @@ def copy_old_weights(standin: Path, target: Path) -> Path:
 # -- starting a worker --------------------------------------------------------------------------
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and of the children it has waited for (an export),
+    which contention from other work disturbs much less than wall time."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(value) for value in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
 def wait_for_ready(process: subprocess.Popen, log_file: Path, started: float, timeout: float = 600.0) -> dict:
-    """Seconds from ``started`` to the worker's "polling queue" line, and its "models loaded" figure."""
+    """Seconds from ``started`` to the worker's "polling queue" line, the CPU time it took, and
+    its "models loaded" figure."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         text = log_file.read_text(errors="replace") if log_file.is_file() else ""
         if READY in text:
             ready = time.perf_counter() - started
+            cpu = cpu_seconds(process.pid)
             loaded = LOADED.search(text)
-            return {"ready": ready, "models_loaded": float(loaded.group(1)) if loaded else None, "log": text[-3000:]}
+            return {"ready": ready, "ready_cpu": cpu, "models_loaded": float(loaded.group(1)) if loaded else None,
+                    "log": text[-3000:]}
         if process.poll() is not None:
             raise RuntimeError(f"the worker exited ({process.returncode}) before it was ready:\n{text[-3000:]}")
         time.sleep(0.01)
@@ -274,7 +284,6 @@ class Bench:
     def __init__(self, scratch: Path, azurite, threads: int, python: Path):
         self.scratch, self.azurite, self.threads = scratch, azurite, threads
         self.python = str(python)  # the run-time venv's interpreter
-        self.pycache = scratch / "pycache"  # bytecode, written by the untimed first start
         self.home = scratch / "home"
         self.home.mkdir()
         self.runs = 0
@@ -302,8 +311,8 @@ class Bench:
 
         load = load_average()
         stack = LiveStack(self.settings(), self.logs(), python=self.python, wrapper=WRAPPER,
-                          MODELS_DIR=str(store), WEIGHTS_DIR="/nonexistent", HOME=str(self.home),
-                          PYTHONPYCACHEPREFIX=str(self.pycache), ENGINE_BACKEND=backend,
+                          MODELS_DIR=str(store), WEIGHTS_DIR="/nonexistent", HOME=str(self.home), ENGINE_BACKEND=backend,
+                          PYTHONDONTWRITEBYTECODE="1",
                           ENGINE_THREADS=str(self.threads))
         try:
             stack.start_api()
@@ -322,12 +331,12 @@ class Bench:
             stack.stop()
         if "export" in tail.lower():
             raise RuntimeError(f"the worker exported something:\n{tail[-3000:]}")
-        return {"side": f"now-{backend}", "load_before": load, "ready": row["ready"], "models_loaded": row["models_loaded"],
-                "peak_rss_ready_mb": rss_ready, "peak_rss_after_jobs_mb": rss_jobs, "first_job": first, "second_job": second}
+        return {"side": f"now-{backend}", "load_before": load, "ready": row["ready"], "ready_cpu": row["ready_cpu"],
+                "models_loaded": row["models_loaded"], "peak_rss_ready_mb": rss_ready, "peak_rss_after_jobs_mb": rss_jobs, "first_job": first, "second_job": second}
 
     def imports(self, backend: str) -> dict:
         """The interpreter alone, then the worker's modules and the runtime library, in one fresh process each."""
-        env = {**os.environ, "PYTHONPYCACHEPREFIX": str(self.pycache), "HOME": str(self.home)}
+        env = {**os.environ, "HOME": str(self.home)}
         started = time.perf_counter()
         subprocess.run([*WRAPPER, self.python, "-c", "pass"], cwd=ROOT, env=env, check=True)
         interpreter = time.perf_counter() - started
@@ -346,8 +355,7 @@ class Bench:
         tmp.mkdir()
         settings = self.settings()
         env = env_for(settings, WEIGHTS_DIR=str(weights), TORCH_THREADS=str(self.threads), ENGINE_BACKEND="openvino",
-                      STANDIN_WEIGHTS="true", HOME=str(self.home), TMPDIR=str(tmp),
-                      PYTHONPYCACHEPREFIX=str(self.pycache))
+                      STANDIN_WEIGHTS="true", HOME=str(self.home), TMPDIR=str(tmp))
         env.pop("ONNX_CACHE_DIR", None)
         env.pop("MODELS_DIR", None)
         load = load_average()
@@ -365,13 +373,13 @@ class Bench:
         if exported != (case == "unwritable"):
             raise RuntimeError(f"old worker, {case}: exported={exported}, not what this case is about:\n{row['log']}")
         shutil.rmtree(tmp, ignore_errors=True)
-        return {"side": f"old-{case}", "load_before": load, "ready": row["ready"], "models_loaded": row["models_loaded"],
-                "exported": exported}
+        return {"side": f"old-{case}", "load_before": load, "ready": row["ready"], "ready_cpu": row["ready_cpu"],
+                "models_loaded": row["models_loaded"], "exported": exported}
 
     # OpenVINO's cache -----------------------------------------------------------------------
 
     def ov_cache(self, store: Path, mode: str, cache: Path | None) -> dict:
-        env = {**os.environ, "PYTHONPYCACHEPREFIX": str(self.pycache), "HOME": str(self.home)}
+        env = {**os.environ, "HOME": str(self.home)}
         started = time.perf_counter()
         out = subprocess.run([self.python, "-c", OV_CACHE_PROBE, str(store), str(cache or ""), str(self.threads)],
                              cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout
@@ -412,6 +420,7 @@ COLUMNS = {"now-openvino": "now: openvino", "now-onnxruntime": "now: onnxruntime
 ROWS = (
     ('start → ready (spawn → "polling queue")', "", ("ready",), " s"),
     ('of which the worker\'s "models loaded in"', "", ("models_loaded",), " s"),
+    ("CPU time to ready (user + system, with waited-for children)", "", ("ready_cpu",), " s"),
     ("interpreter / worker modules / runtime library import (apart)", "imports-",
      ("interpreter", "service_modules", "runtime_library"), " s"),
     ("worker peak RSS at ready / after the two jobs", "", ("peak_rss_ready_mb", "peak_rss_after_jobs_mb"), " MB"),
@@ -516,7 +525,12 @@ def main(argv=None) -> int:
                     shutil.rmtree(cache)
             plan.append(cache_trio)
 
-        log("warm-up: one untimed start of each side (bytecode, page cache)")
+        # Bytecode as the images have it (compileall in the Dockerfile, now and at 065d324;
+        # the venvs' packages were compiled by pip), not recompiled at every start.
+        subprocess.run([str(python), "-m", "compileall", "-q", "processing"], cwd=ROOT, check=True)
+        if not args.skip_old:
+            subprocess.run([str(BUILD_PYTHON), "-m", "compileall", "-q", "processing"], cwd=checkout, check=True)
+        log("warm-up: one untimed start of each side (page cache, first-run effects)")
         warm = [bench.now(store, backend, photo) for backend in BACKENDS]
         if not args.skip_old:
             warm.append(bench.old(checkout, writable, "writable"))
@@ -540,14 +554,16 @@ def main(argv=None) -> int:
     result["load_at_end"] = load_average()
     result["summary"] = aggregate(result["rows"])
     text = table(result)
+    loads = [row["load_before"] for row in result["rows"] if "load_before" in row] or [result["load_at_end"]]
     if not args.no_save:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         for row in [*result["rows"], *result["warmup"]]:
             row.pop("log", None)
         RESULTS.write_text(json.dumps(result, indent=1) + "\n")
         RESULTS.with_suffix(".txt").write_text(
-            f"{' '.join(sys.argv)}\nmachine: {json.dumps(info)}\nload average at start / end: "
-            f"{result['load_at_start']} / {result['load_at_end']}\n\n{text}")
+            f"{' '.join(sys.argv)}\nmachine: {json.dumps(info)}\n1-minute load average at start / end: "
+            f"{result['load_at_start']} / {result['load_at_end']}; before each start: {min(loads)}-{max(loads)} "
+            f"(this benchmark's own processes included)\n\n{text}")
     print(text)
     return 0
 
