@@ -51,6 +51,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -474,6 +475,10 @@ def main(argv=None) -> int:
     parser.add_argument("--old-torchvision", default="torchvision==0.28.0")
     parser.add_argument("--no-save", action="store_true")
     args = parser.parse_args(argv)
+    # Stopped from outside (SIGTERM, or SIGINT even when a shell started it in the background
+    # with SIGINT ignored): still stop what it started and remove the venvs and the worktree.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     import cv2
 
