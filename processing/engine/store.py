@@ -73,7 +73,7 @@ class ModelStore:
         except FileNotFoundError:
             raise ModelsError(
                 f"no exported models in {self.directory} ({MANIFEST} is missing). Build them with "
-                "`python -m processing.build export --weights-dir <checkpoints> --models-dir "
+                "`python -m processing.build export --dir <checkpoints> --models-dir "
                 f"{self.directory}` (the Docker image does this at build time)."
             ) from None
         except (OSError, ValueError) as error:
