@@ -279,7 +279,8 @@ var appSettings = [
     value: identity.outputs.appIdentityClientId
   }
   {
-    // DefaultAzureCredential (azure-identity) picks the user-assigned identity from this.
+    // Other Azure SDK clients' DefaultAzureCredential picks the user-assigned identity from this; the app's own
+    // storage and telemetry clients take it from AzureWebJobsStorage__clientId and the authentication string.
     name: 'AZURE_CLIENT_ID'
     value: identity.outputs.appIdentityClientId
   }

@@ -36,6 +36,12 @@ grep -qi '<html' <<<"$PAGE" || die "$SITE_URL did not return the page"
 CONFIG_JS=$(curl --fail --silent --show-error --max-time 30 "${SITE_URL%/}/config.js") \
   || die "config.js is missing on the static website"
 grep -qF "$API_URL" <<<"$CONFIG_JS" || die "config.js on the static website does not point at $API_URL"
+# The page is ES modules: a browser runs them only when served as JavaScript (upload-batch guesses the
+# type from the extension, and a machine that maps .js to text/plain would ship a page that never starts).
+MODULE_HEADERS=$(curl --fail --silent --show-error --max-time 30 --head "${SITE_URL%/}/js/main.js" | tr -d '\r') \
+  || die "js/main.js is missing on the static website"
+grep -qiE '^content-type: *(text|application)/javascript' <<<"$MODULE_HEADERS" \
+  || die "js/main.js is not served as JavaScript, so the page's modules will not run"
 # CORS: a preflight from the page's origin must be allowed.
 PREFLIGHT=$(curl --silent --show-error --max-time 30 --output /dev/null --dump-header - \
   --request OPTIONS "$API_URL/api/jobs" \
