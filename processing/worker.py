@@ -221,26 +221,12 @@ class JobHandler:
                 self.storage.put_blob(results, face_blob_name(job.id, index, "after"), after, "image/png")
         faces = [face_record(item.face, unframed) for item in result.faces]
 
-        all_timings = {**result.timings, **stage.timings}
-        timings = {name: round(seconds, 3) for name, seconds in all_timings.items()}
-        timings["total"] = round(time.perf_counter() - started, 3)
-        held.finish(
-            SUCCEEDED,
-            result_blob=result_blob,
-            result_content_type=codec.content_type(options.output_format),
-            result_width=int(result.image.shape[1]),
-            result_height=int(result.image.shape[0]),
-            face_count=len(faces),
-            faces=faces,
-            timings=timings,
-            preprocessing=steps,
-            tone=result.tone,
-        )
-        telemetry.stages_took(all_timings)
-        telemetry.FACES.record(len(faces))
-        telemetry.annotate(**{"restore.face_count": len(faces)})
-        log.info("job %s: succeeded with %d faces in %.1fs", job.id, len(faces), timings["total"])
-        return Outcome("succeeded")
+        outcome = self._succeed(held, {**result.timings, **stage.timings}, started, faces, "succeeded with",
+                                result_blob=result_blob, result_content_type=codec.content_type(options.output_format),
+                                result_width=int(result.image.shape[1]), result_height=int(result.image.shape[0]),
+                                preprocessing=steps, tone=result.tone)
+        telemetry.FACES.record(len(faces))  # restored faces per job (a detection restores none)
+        return outcome
 
     def _detect_only(self, held: "_HeldJob", engine, pixels, restore_options, stage: Stages, unframed, steps,
                      started: float) -> Outcome:
@@ -249,12 +235,18 @@ class JobHandler:
         with stage("detect"):
             found = engine.detect(pixels, restore_options, stage)
         faces = [face_record(face, unframed) for face in found]
-        timings = {name: round(seconds, 3) for name, seconds in stage.timings.items()}
-        timings["total"] = round(time.perf_counter() - started, 3)
-        held.finish(SUCCEEDED, face_count=len(faces), faces=faces, timings=timings, preprocessing=steps)
-        telemetry.stages_took(stage.timings)
+        return self._succeed(held, stage.timings, started, faces, "found", preprocessing=steps)
+
+    @staticmethod
+    def _succeed(held: "_HeldJob", timings: dict[str, float], started: float, faces: list[dict], verb: str,
+                 **record) -> Outcome:
+        """A job's last word: its faces and stage timings recorded, measured and logged."""
+        rounded = {name: round(seconds, 3) for name, seconds in timings.items()}
+        rounded["total"] = round(time.perf_counter() - started, 3)
+        held.finish(SUCCEEDED, face_count=len(faces), faces=faces, timings=rounded, **record)
+        telemetry.stages_took(timings)
         telemetry.annotate(**{"restore.face_count": len(faces)})
-        log.info("job %s: found %d faces in %.1fs", held.job.id, len(faces), timings["total"])
+        log.info("job %s: %s %d faces in %.1fs", held.job.id, verb, len(faces), rounded["total"])
         return Outcome("succeeded")
 
     def _release(self, job: Job, error: Exception) -> bool:
