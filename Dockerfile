@@ -69,13 +69,13 @@ WORKDIR /build
 # this layer (and its 890 MB download) cached.
 COPY processing/__init__.py /build/processing/
 COPY processing/engine/__init__.py processing/engine/store.py /build/processing/engine/
-COPY processing/build/__init__.py processing/build/__main__.py processing/build/weights.py /build/processing/build/
+COPY processing/checkpoints/__init__.py processing/checkpoints/__main__.py processing/checkpoints/weights.py /build/processing/checkpoints/
 # When WEIGHTS_FROM is empty this copies a harmless placeholder (requirements.txt) instead.
 COPY ${WEIGHTS_FROM:-requirements.txt} /build/weights-from/
 RUN if [ -n "${WEIGHTS_FROM}" ]; then \
-        python -m processing.build fetch --all --dir /opt/weights --from /build/weights-from; \
+        python -m processing.checkpoints fetch --all --dir /opt/weights --from /build/weights-from; \
     else \
-        python -m processing.build fetch --all --dir /opt/weights; \
+        python -m processing.checkpoints fetch --all --dir /opt/weights; \
     fi
 
 # ---------------------------------------------------------------------------------------------
@@ -84,8 +84,8 @@ RUN if [ -n "${WEIGHTS_FROM}" ]; then \
 FROM checkpoints AS models
 
 COPY processing/engine/ /build/processing/engine/
-COPY processing/build/ /build/processing/build/
-RUN python -m processing.build export --dir /opt/weights --models-dir /opt/models \
+COPY processing/checkpoints/ /build/processing/checkpoints/
+RUN python -m processing.checkpoints export --dir /opt/weights --models-dir /opt/models \
     && test ! -e /opt/weights/STANDIN-WEIGHTS.json
 
 # ---------------------------------------------------------------------------------------------

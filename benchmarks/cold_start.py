@@ -185,7 +185,7 @@ def old_venv_size(scratch: Path, old_torch: str, old_torchvision: str) -> dict:
 def store_sizes(standin: Path) -> dict:
     """The model store the image ships now, against the old image's /opt/weights: the four
     checkpoints (its build fetched without --all) and their v1 exports."""
-    from processing.build.weights import OFFICIAL_WEIGHTS
+    from processing.checkpoints.weights import OFFICIAL_WEIGHTS
     from processing.engine.store import ModelStore
 
     store = ModelStore(standin / "onnx")

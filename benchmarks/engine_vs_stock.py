@@ -98,7 +98,7 @@ def child(args) -> dict:
         started = time.perf_counter()
         options = dict(threads=settings["threads"], detect_max_side=settings["detect_max_side"], allow_standin=True)
         if settings["backend"] == "torch":
-            from processing.build.torch_backend import TorchBackend
+            from processing.checkpoints.torch_backend import TorchBackend
 
             engine = Engine(TorchBackend(weights_dir, settings["threads"]), **options)
         else:
@@ -194,9 +194,9 @@ def orchestrate(args) -> int:
     import cv2
 
     from benchmarks import inputs
-    from processing.build import weights
-    from processing.build.export import export_store
-    from processing.build.standin import build_standin
+    from processing.checkpoints import weights
+    from processing.checkpoints.export import export_store
+    from processing.checkpoints.standin import build_standin
 
     if not (weights.is_standin_dir(args.weights) or (args.weights / "GFPGANv1.4.pth").is_file()):
         print(f"building stand-in weights in {args.weights}", file=sys.stderr)

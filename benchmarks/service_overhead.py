@@ -77,9 +77,9 @@ def main(argv=None) -> int:
 
     from benchmarks.inputs import astronaut_bgr
     from benchmarks.inputs import build as build_inputs
-    from processing.build import weights
-    from processing.build.export import export_store
-    from processing.build.standin import build_standin
+    from processing.checkpoints import weights
+    from processing.checkpoints.export import export_store
+    from processing.checkpoints.standin import build_standin
     from processing.config import Settings
     from tests.conftest import STANDIN_DIR, Azurite, LiveStack, free_port, unique_name
 

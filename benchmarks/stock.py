@@ -29,7 +29,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from processing.build import compat  # noqa: F401  (torchvision alias, before gfpgan)
+from processing.checkpoints import compat  # noqa: F401  (torchvision alias, before gfpgan)
 
 
 def _no_downloads() -> None:
@@ -42,7 +42,7 @@ def _no_downloads() -> None:
 
 
 def prepare_workdir(workdir: Path, weights_dir: Path) -> None:
-    from processing.build.weights import DETECTOR_FILE, PARSER_FILE
+    from processing.checkpoints.weights import DETECTOR_FILE, PARSER_FILE
 
     target = workdir / "gfpgan" / "weights"
     target.mkdir(parents=True, exist_ok=True)
@@ -56,8 +56,8 @@ class StockPipeline:
     def __init__(self, weights_dir: Path, model: str = "1.4", upscale: int = 2, threads: int = 0, run_detector: bool = True):
         import torch
 
-        from processing.build import architectures as models
-        from processing.build.weights import GFPGAN_FILES
+        from processing.checkpoints import architectures as models
+        from processing.checkpoints.weights import GFPGAN_FILES
 
         if threads:
             torch.set_num_threads(threads)

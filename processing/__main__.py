@@ -1,6 +1,6 @@
 """Command line: ``python -m processing serve | worker | restore FILES... | models verify
 | keys create NAME|revoke ID|list``. The build-time steps (fetch checkpoints, stand-ins,
-export) are ``python -m processing.build``."""
+export) are ``python -m processing.checkpoints``."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def cmd_models(args) -> int:
         print(f"BROKEN  {problem}")
     if problems:
         print(f"{store.directory}: the models are missing or damaged; export them with "
-              "`python -m processing.build export`", file=sys.stderr)
+              "`python -m processing.checkpoints export`", file=sys.stderr)
         return 1
     kind = "stand-in" if store.standin else "official"
     if args.official and store.standin:

@@ -64,10 +64,10 @@ class Settings:
     results_container: str = field(default="results", metadata={"env": "RESULTS_CONTAINER"})
 
     # The exported networks the service runs (processing/engine/store.py), made at build time
-    # from verified checkpoints by `python -m processing.build export`; never written at
+    # from verified checkpoints by `python -m processing.checkpoints export`; never written at
     # run time. Empty: <WEIGHTS_DIR>/onnx, where that command puts them by default.
     models_dir_setting: str = field(default="", metadata={"env": "MODELS_DIR", "aliases": ("ONNX_CACHE_DIR",)})
-    # Checkpoints (.pth): only the build commands read them (`python -m processing.build`).
+    # Checkpoints (.pth): only the build commands read them (`python -m processing.checkpoints`).
     weights_dir: Path = field(default=Path("weights"), metadata={"env": "WEIGHTS_DIR"})
     # Stand-in weights (random parameters) are refused unless this says they are wanted.
     standin_weights: bool = field(default=False, metadata={"env": "STANDIN_WEIGHTS"})

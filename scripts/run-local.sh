@@ -2,7 +2,7 @@
 # Runs the whole service on this machine: Azurite, the worker and the API with the page.
 #   PORT=8000 ./scripts/run-local.sh
 # Weights: official checkpoints in weights/official (fetch them once with
-#   .venv/bin/python -m processing.build fetch --dir weights/official)
+#   .venv/bin/python -m processing.checkpoints fetch --dir weights/official)
 # are used when present and intact; otherwise STAND-IN weights are built and used,
 # and the API and page say so loudly. Either way they are exported to the model store the
 # service runs (<dir>/onnx) first; that is instant when nothing changed.
@@ -65,19 +65,19 @@ fi
 export AzureWebJobsStorage=${AzureWebJobsStorage:-UseDevelopmentStorage=true}
 if [ -n "${WEIGHTS_DIR:-}" ]; then
   echo "run: checkpoints from $WEIGHTS_DIR"
-elif .venv/bin/python -m processing.build verify --dir weights/official > .run/weights.log 2>&1; then
+elif .venv/bin/python -m processing.checkpoints verify --dir weights/official > .run/weights.log 2>&1; then
   export WEIGHTS_DIR=weights/official
 else
   export WEIGHTS_DIR=weights/standin STANDIN_WEIGHTS=true
-  if ! .venv/bin/python -m processing.build verify --dir weights/standin > /dev/null 2>&1; then
-    .venv/bin/python -m processing.build standin --dir weights/standin
+  if ! .venv/bin/python -m processing.checkpoints verify --dir weights/standin > /dev/null 2>&1; then
+    .venv/bin/python -m processing.checkpoints standin --dir weights/standin
   fi
   echo
   echo "  *** STAND-IN WEIGHTS: official weights not found in weights/official."
   echo "  *** The pipeline runs for real, but restored faces are meaningless pixels."
   echo
 fi
-.venv/bin/python -m processing.build export --dir "$WEIGHTS_DIR" | sed -u 's/^/[export] /'
+.venv/bin/python -m processing.checkpoints export --dir "$WEIGHTS_DIR" | sed -u 's/^/[export] /'
 
 start worker .venv/bin/python -m processing worker
 echo "run: the page and API are at http://127.0.0.1:$PORT/  (API reference: http://127.0.0.1:$PORT/docs)"

@@ -20,7 +20,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from processing.build import weights  # noqa: E402
+from processing.checkpoints import weights  # noqa: E402
 from processing.config import Settings, azurite_connection_string  # noqa: E402
 
 STANDIN_DIR = ROOT / ".cache" / "standin-weights"
@@ -120,8 +120,8 @@ def azurite(tmp_path_factory):
 def standin_weights() -> Path:
     """Stand-in checkpoints (real architectures, seeded random parameters) and their exported
     model store in ``<dir>/onnx`` (the service's default MODELS_DIR), built once and cached."""
-    from processing.build.export import export_store
-    from processing.build.standin import build_standin
+    from processing.checkpoints.export import export_store
+    from processing.checkpoints.standin import build_standin
 
     complete = weights.is_standin_dir(STANDIN_DIR) and weights.BACKGROUND_FILE in weights.expected_files(STANDIN_DIR)
     if not (complete and all(s.ok for s in weights.check(STANDIN_DIR))):
@@ -152,18 +152,18 @@ def skip_unless_official_weights() -> None:
     if not _official_requested:
         pytest.skip("the official-weights suite is opt-in: ./scripts/test.sh -m official", allow_module_level=True)
     where = OFFICIAL_DIR.relative_to(ROOT)
-    verify = subprocess.run([sys.executable, "-m", "processing.build", "verify", "--dir", str(OFFICIAL_DIR)],
+    verify = subprocess.run([sys.executable, "-m", "processing.checkpoints", "verify", "--dir", str(OFFICIAL_DIR)],
                             cwd=ROOT, capture_output=True, text=True)
     if verify.returncode != 0 or weights.is_standin_dir(OFFICIAL_DIR):
         pytest.skip(f"{where} does not hold verified official checkpoints; get them with "
-                    f"`.venv/bin/python -m processing.build fetch --dir {where}`", allow_module_level=True)
+                    f"`.venv/bin/python -m processing.checkpoints fetch --dir {where}`", allow_module_level=True)
 
 
 @pytest.fixture(scope="session")
 def official_models() -> Path:
     """The official checkpoints' model store, exported once into weights/official/onnx
     (where run-local.sh puts it). Only for modules guarded by skip_unless_official_weights."""
-    from processing.build.export import export_store
+    from processing.checkpoints.export import export_store
 
     export_store(OFFICIAL_DIR, OFFICIAL_DIR / "onnx", versions=("1.4",), log=lambda line: None)
     return OFFICIAL_DIR / "onnx"

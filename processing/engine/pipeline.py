@@ -6,7 +6,7 @@ a ParseNet-derived soft mask), reorganised for a small CPU machine:
 
 - the networks run as ONNX exports made at build time (store.py) on OpenVINO by default,
   or ONNX Runtime (leaner); the process never imports torch. The build's torch backend
-  (processing/build/torch_backend.py) runs the upstream modules behind the same interface,
+  (processing/checkpoints/torch_backend.py) runs the upstream modules behind the same interface,
   as the reference the tests compare with;
 - the detector sees a copy whose longer side is at most ``detect_max_side``; its cost
   grows with pixel count, and faces in a phone photo are far larger than it needs;

@@ -1,7 +1,7 @@
 """The model store: the exported networks the service runs, and their manifest.
 
 The running service never sees a checkpoint (.pth) and never exports: the build
-(``python -m processing.build export``, the Docker build) turns verified checkpoints into
+(``python -m processing.checkpoints export``, the Docker build) turns verified checkpoints into
 ONNX graphs in this directory and writes ``models.json``, which names each network's file
 with its size and SHA-256, the checkpoint it came from, and whether the checkpoints were
 official or stand-ins. The store is read-only to the service: a container's image layer,
@@ -73,7 +73,7 @@ class ModelStore:
         except FileNotFoundError:
             raise ModelsError(
                 f"no exported models in {self.directory} ({MANIFEST} is missing). Build them with "
-                "`python -m processing.build export --dir <checkpoints> --models-dir "
+                "`python -m processing.checkpoints export --dir <checkpoints> --models-dir "
                 f"{self.directory}` (the Docker image does this at build time)."
             ) from None
         except (OSError, ValueError) as error:
@@ -81,7 +81,7 @@ class ModelStore:
         if manifest.get("format") != EXPORT_FORMAT:
             raise ModelsError(
                 f"{path} was written by export format {manifest.get('format')}; this service needs "
-                f"format {EXPORT_FORMAT}: export again with `python -m processing.build export`"
+                f"format {EXPORT_FORMAT}: export again with `python -m processing.checkpoints export`"
             )
         return manifest
 

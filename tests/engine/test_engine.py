@@ -30,8 +30,8 @@ def test_decoder_noise_is_an_input_that_reaches_the_output(engine, standin_weigh
     import torch
     from onnx import numpy_helper
 
-    from processing.build import architectures
-    from processing.build.weights import GFPGAN_FILES
+    from processing.checkpoints import architectures
+    from processing.checkpoints.weights import GFPGAN_FILES
 
     net = architectures.load_gfpgan(standin_weights / GFPGAN_FILES["1.4"])
     strengths = {}
@@ -65,7 +65,7 @@ def test_decoder_noise_is_an_input_that_reaches_the_output(engine, standin_weigh
 
 def test_torch_backend_computes_the_same(engine, standin_weights, astronaut_face):
     """The reference backend (upstream torch modules) agrees with the exported graphs."""
-    from processing.build.torch_backend import TorchBackend
+    from processing.checkpoints.torch_backend import TorchBackend
 
     image, landmarks = astronaut_face
     torch_engine = Engine(TorchBackend(standin_weights, threads=2), allow_standin=True)
@@ -171,7 +171,7 @@ def test_detection_decoding_matches_facexlib(standin_weights):
     import torchvision
     from facexlib.detection.retinaface_utils import PriorBox, decode, decode_landm
 
-    from processing.build import architectures
+    from processing.checkpoints import architectures
     from processing.engine import retinaface
 
     net = architectures.load_detector(standin_weights / "detection_Resnet50_Final.pth")
@@ -202,8 +202,8 @@ def test_detection_decoding_matches_facexlib(standin_weights):
 def test_exports_are_kept_by_checkpoint_hash(standin_weights, standin_models, monkeypatch):
     """The store names each export by its checkpoint's hash, and exporting again with the
     same checkpoints exports nothing."""
-    from processing.build import export
-    from processing.build.weights import PARSER_FILE, expected_files
+    from processing.checkpoints import export
+    from processing.checkpoints.weights import PARSER_FILE, expected_files
 
     path = ModelStore(standin_models).path("parser")
     assert expected_files(standin_weights)[PARSER_FILE][1][:16] in path.name
@@ -221,7 +221,7 @@ def test_exports_are_kept_by_checkpoint_hash(standin_weights, standin_models, mo
 def test_background_upsampler_export_matches_torch(engine, standin_weights):
     """Real-ESRGAN x2 as exported, tiled, equals the upstream module tiled the same way, on
     an odd-sized photo that takes several tiles."""
-    from processing.build.torch_backend import TorchBackend
+    from processing.checkpoints.torch_backend import TorchBackend
     from processing.engine.upsampler import TiledUpsampler
 
     image = cv2.resize(astronaut_bgr(), (101, 75), interpolation=cv2.INTER_AREA)

@@ -130,11 +130,11 @@ def test_cpu_torch_is_installed_in_the_build_stage_at_the_pins():
 def test_checkpoints_are_fetched_verified_and_exported_at_build_time():
     checkpoints, models = stages()["checkpoints"], stages()["models"]
     text = runs(checkpoints)
-    assert "python -m processing.build fetch --all --dir /opt/weights --from /build/weights-from" in text
-    assert "python -m processing.build fetch --all --dir /opt/weights;" in text
+    assert "python -m processing.checkpoints fetch --all --dir /opt/weights --from /build/weights-from" in text
+    assert "python -m processing.checkpoints fetch --all --dir /opt/weights;" in text
     assert ("ARG", 'WEIGHTS_FROM=""') in checkpoints
     export = runs(models)
-    assert "python -m processing.build export --dir /opt/weights --models-dir /opt/models" in export
+    assert "python -m processing.checkpoints export --dir /opt/weights --models-dir /opt/models" in export
     assert "test ! -e /opt/weights/STANDIN-WEIGHTS.json" in export, "stand-in weights must be refused"
 
 
@@ -150,10 +150,10 @@ def test_the_download_layer_depends_on_the_weights_table_only(tmp_path):
         target = tmp_path / path
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / path, target)
-    run = subprocess.run([sys.executable, "-m", "processing.build", "verify", "--dir", str(tmp_path / "empty")],
+    run = subprocess.run([sys.executable, "-m", "processing.checkpoints", "verify", "--dir", str(tmp_path / "empty")],
                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert run.returncode == 1 and "GFPGANv1.4.pth missing" in run.stdout, run.stderr
-    assert "fetch" in subprocess.run([sys.executable, "-m", "processing.build", "fetch", "--help"], cwd=tmp_path,
+    assert "fetch" in subprocess.run([sys.executable, "-m", "processing.checkpoints", "fetch", "--help"], cwd=tmp_path,
                                      capture_output=True, text=True, timeout=60).stdout
 
 
@@ -225,7 +225,7 @@ def test_dockerignore_keeps_out(path: str):
 @pytest.mark.parametrize(
     "path",
     ["requirements.txt", "requirements-build.txt", "requirements-upstream.txt", "host.json", "function_app.py",
-     "processing/build/weights.py", "static_site/index.html", "Dockerfile", "weights-official/GFPGANv1.4.pth"],
+     "processing/checkpoints/weights.py", "static_site/index.html", "Dockerfile", "weights-official/GFPGANv1.4.pth"],
 )
 def test_dockerignore_keeps_in(path: str):
     assert not excluded(path), f".dockerignore drops {path}, which the image needs"

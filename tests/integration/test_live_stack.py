@@ -31,7 +31,7 @@ def test_worker_refuses_to_start_without_models(settings, tmp_path):
     run = subprocess.run([sys.executable, "-m", "processing", "worker", "--once"], cwd=ROOT,
                          env=env_for(settings, WEIGHTS_DIR=str(empty)), capture_output=True, text=True, timeout=120)
     assert run.returncode == 2
-    assert "models.json is missing" in run.stderr and "python -m processing.build export" in run.stderr
+    assert "models.json is missing" in run.stderr and "python -m processing.checkpoints export" in run.stderr
 
 
 def test_worker_refuses_a_damaged_model(settings, standin_models, tmp_path):

@@ -8,7 +8,7 @@ import io
 
 import pytest
 
-from processing.build import weights
+from processing.checkpoints import weights
 
 
 @pytest.fixture
@@ -63,7 +63,7 @@ def test_require_weights_names_what_is_missing(tmp_path):
         weights.require_weights(tmp_path, ("1.4",))
     message = str(error.value)
     assert "GFPGANv1.4.pth: missing" in message and "detection_Resnet50_Final.pth: missing" in message
-    assert "python -m processing.build fetch" in message
+    assert "python -m processing.checkpoints fetch" in message
 
 
 def test_an_optional_checkpoint_missing_from_a_local_copy_is_skipped(monkeypatch, tmp_path):

@@ -35,7 +35,7 @@ def test_a_complete_store(tmp_path):
 
 def test_missing_manifest_says_how_to_make_one(tmp_path):
     store = ModelStore(tmp_path)
-    with pytest.raises(ModelsError, match="python -m processing.build export"):
+    with pytest.raises(ModelsError, match="python -m processing.checkpoints export"):
         store.path("detector")
     assert not store.standin and not store.has("detector")
     assert "models.json is missing" in store.problems()[0]

@@ -2,7 +2,7 @@
 
 The service never downloads weights implicitly (gfpgan and facexlib would, into the
 working directory), and never reads a checkpoint at run time: checkpoints arrive only
-through ``python -m processing.build fetch`` (or the Docker build), are checked against
+through ``python -m processing.checkpoints fetch`` (or the Docker build), are checked against
 their published SHA-256, and are exported to the model store the service runs
 (export.py). Machines without access to the release pages can build *stand-in*
 checkpoints (standin.py): the real architectures with seeded random parameters, so every
@@ -159,7 +159,7 @@ def require_weights(weights_dir: Path, models: Iterable[str] = ("1.4",)) -> None
     if problems:
         raise WeightsError(
             f"model weights in {weights_dir} are not usable ({'; '.join(problems)}). "
-            "Run `python -m processing.build fetch` (or `python -m processing.build standin` on a "
+            "Run `python -m processing.checkpoints fetch` (or `python -m processing.checkpoints standin` on a "
             "machine without internet, which produces meaningless pixels)."
         )
 

@@ -1,4 +1,4 @@
-"""``python -m processing.build fetch | verify | standin | export``: the build-time steps
+"""``python -m processing.checkpoints fetch | verify | standin | export``: the build-time steps
 that turn checkpoints into the model store the service runs (they need torch; the service
 does not)."""
 
@@ -27,7 +27,7 @@ def cmd_verify(args) -> int:
         print(f"{'ok     ' if status.ok else 'BROKEN '} {status.name} {status.problem}")
     required = {name for name, (_, _, req) in weights.expected_files(args.dir).items() if req}
     if any(not s.ok for s in statuses) or not required <= {s.name for s in statuses}:
-        print(f"{args.dir}: checkpoints are missing or corrupt; run `python -m processing.build fetch`", file=sys.stderr)
+        print(f"{args.dir}: checkpoints are missing or corrupt; run `python -m processing.checkpoints fetch`", file=sys.stderr)
         return 1
     print(f"{args.dir}: {kind} checkpoints verified (sha256)")
     return 0
@@ -53,7 +53,7 @@ def cmd_export(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m processing.build", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m processing.checkpoints", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
     def command(name: str, run, help_: str) -> argparse.ArgumentParser:

@@ -4,7 +4,7 @@ engine/retinaface.py) feed, and ``models.json`` naming every file with its size 
 SHA-256 and the checkpoint it came from.
 
 Exports are kept by checkpoint hash: a second run exports only what is missing or was made
-from a different checkpoint, so ``python -m processing.build export`` is cheap to repeat.
+from a different checkpoint, so ``python -m processing.checkpoints export`` is cheap to repeat.
 """
 
 from __future__ import annotations
