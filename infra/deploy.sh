@@ -32,6 +32,7 @@ WEIGHTS_FROM=${WEIGHTS_FROM:-}                # e.g. weights-official: bake a lo
 USE_DEPLOYMENT_SCRIPT=${USE_DEPLOYMENT_SCRIPT:-true}  # false: enable the static website from here instead
 SMOKE_IMAGE=${SMOKE_IMAGE:-}                  # a photo to run one real job through at the end
 ALERT_EMAIL=${ALERT_EMAIL:-}                  # where the alerts go (empty: alerts notify no one)
+AVAILABILITY_TEST=${AVAILABILITY_TEST:-true}  # false: no /api/health probe, so scale to zero really reaches zero
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO_ROOT"
@@ -112,6 +113,7 @@ deploy() { # deploy <deployment name> <image or ''> <enableStaticWebsiteScript>
       principalId="$DEPLOYER_ID" \
       principalType="$DEPLOYER_TYPE" \
       alertEmail="$ALERT_EMAIL" \
+      availabilityTest="$AVAILABILITY_TEST" \
     --output none
 }
 output() { # output <deployment name> <output name>

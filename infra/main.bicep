@@ -106,6 +106,9 @@ param queueWaitAlertSeconds int = 300
 @minValue(0)
 param serverErrorAlertThreshold int = 5
 
+@description('Availability test on /api/health from five regions every 5 minutes, with an alert when three fail: the one alert that fires when no replica runs at all. Its requests keep a scale-to-zero app awake (about the cost of minReplicas=1); false keeps true scale to zero (infra/README.md, "Alerts").')
+param availabilityTest bool = true
+
 @description('Most faces restored per image.')
 param maxFaces int = 10
 
@@ -440,6 +443,10 @@ module observability 'modules/observability.bicep' = {
     hosting: hosting
     // The metric alerts need the app to exist first.
     appResourceId: !deployApp ? '' : ((hosting == 'premium') ? premium.outputs.siteId : containerApps.outputs.appId)
+    appName: names.containerApp
+    workspaceId: monitoring.outputs.workspaceId
+    apiUrl: !deployApp ? '' : ((hosting == 'premium') ? premium.outputs.apiUrl : containerApps.outputs.apiUrl)
+    availabilityTest: availabilityTest
     failedJobsThreshold: failedJobsAlertThreshold
     queueWaitThresholdSeconds: queueWaitAlertSeconds
     serverErrorThreshold: serverErrorAlertThreshold

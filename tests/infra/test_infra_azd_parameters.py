@@ -53,6 +53,7 @@ SETTINGS = {
     "USE_DEPLOYMENT_SCRIPT": "false",
     "ALERT_EMAIL": "ops@example.com",
     "NAME_PREFIX": "faces",
+    "AVAILABILITY_TEST": "false",
 }
 ENVIRONMENTS = {"first azd up": FIRST_UP, "re-provision": REPROVISION, "every setting": SETTINGS}
 
@@ -125,7 +126,7 @@ def test_first_provision_creates_the_app_and_a_reprovision_keeps_its_image(decla
     assert again["principalId"].value == SIGNED_IN[0] and again["principalType"].value == "User"
     settings = provision_parameters(PARAMETERS, declared, SETTINGS, SIGNED_IN)
     assert (settings["minReplicas"].value, settings["maxInstances"].value, settings["retentionDays"].value) == (1, 10, 7)
-    assert settings["enableStaticWebsiteScript"].value is False
+    assert settings["enableStaticWebsiteScript"].value is False and settings["availabilityTest"].value is False
 
 
 # --- azd deploy --------------------------------------------------------------------------------
