@@ -289,10 +289,20 @@ def test_container_app_probes_stay_within_arm_limits(bicep):
     assert 0 < template["terminationGracePeriodSeconds"] <= 600
     probes = template["containers"][0]["probes"]
     assert {p["type"] for p in probes} >= {"Readiness", "Startup"}
+    # The limits as Azure's API definition documents them (the ContainerAppProbe model of
+    # azure-mgmt-appcontainers: "Minimum value is 1. Maximum value is 10."), not copied by hand.
+    from azure.mgmt.appcontainers.models import ContainerAppProbe
+
+    def documented_range(attr: str) -> tuple[int, int]:
+        block = re.search(rf":ivar {attr}:(.*?)(?=:vartype)", ContainerAppProbe.__doc__, re.S).group(1)
+        low, high = re.search(r"Minimum\s+value\s+is\s+(\d+)\.\s+Maximum\s+value\s+is\s+(\d+)", block).groups()
+        return int(low), int(high)
+
     for probe in probes:
-        assert 1 <= probe["failureThreshold"] <= 10, probe
-        assert 1 <= probe["initialDelaySeconds"] <= 60, probe
-        assert 1 <= probe["periodSeconds"] <= 240, probe
+        for key, attr in (("failureThreshold", "failure_threshold"), ("initialDelaySeconds", "initial_delay_seconds"),
+                          ("periodSeconds", "period_seconds"), ("timeoutSeconds", "timeout_seconds")):
+            low, high = documented_range(attr)
+            assert low <= probe[key] <= high, (probe["type"], key, probe[key], (low, high))
     readiness = next(p for p in probes if p["type"] == "Readiness")
     assert readiness["httpGet"]["path"] == "/api/health"
 
