@@ -288,3 +288,24 @@ def test_functions_host_stays_in_its_default_telemetry_mode():
     # classic Application Insights output, authenticated with the same identity.
     host = json.loads((REPO / "host.json").read_text())
     assert "telemetryMode" not in host
+
+
+def test_readme_names_each_alert_with_its_failure_signal_and_delay(obs):
+    readme = (INFRA / "README.md").read_text()
+    section = readme.split("\n## Alerts and the workbook\n")[1].split("\n## ")[0]
+    header = "| alert | the failure it catches | signal | how soon"
+    assert header in section
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "`face-restore-" in line]
+    for kind in ("Microsoft.Insights/scheduledQueryRules", "Microsoft.Insights/metricAlerts"):
+        for resource in resources(obs, kind).values():
+            name = config(resource)["name"]
+            (row,) = [line for line in rows if f"`{name}`" in line]
+            assert len([cell for cell in row.split("|") if cell.strip()]) == 4, row
+
+
+def test_readme_has_the_deploy_rehearsal():
+    readme = (INFRA / "README.md").read_text()
+    section = readme.split("\n## Before the first `azd up`: a rehearsal\n")[1].split("\n## ")[0]
+    for step in ("az bicep build", "azd provision --preview", "what-if", "kedaConfiguration.version",
+                 "az monitor app-insights query", "uid=10001", "Known only after a deploy"):
+        assert step in section, step
