@@ -132,6 +132,37 @@ def test_5xx_alert_uses_the_platform_request_metric(obs):
     assert premium["metricNamespace"] == "Microsoft.Web/sites" and premium["metricName"] == "Http5xx"
 
 
+# (namespace, metric) -> (aggregations, dimensions), from Azure Monitor's supported-metrics reference.
+PUBLISHED_METRICS = {
+    (namespace, metric): (set(aggregations.split(",")), set(dimensions.split(",")))
+    for namespace, metric, aggregations, dimensions in (
+        line.split("\t") for line in (REFERENCE / "platform-metrics.tsv").read_text().splitlines()
+        if line and not line.startswith("#"))
+}
+
+
+def _criteria(value) -> list[dict]:
+    """Static criteria, through the hosting conditional."""
+    if isinstance(value.get("operator"), dict):  # a criterion's own "operator" is a string
+        operands = value["operator"]["operands"]
+        return _criteria(operands["true_value"]) + _criteria(operands["false_value"])
+    return [value]
+
+
+def test_metric_alerts_use_published_metrics_dimensions_and_aggregations(obs):
+    seen = 0
+    for resource in resources(obs, "Microsoft.Insights/metricAlerts").values():
+        criteria = config(resource)["properties"]["criteria"]
+        for criterion in [c for item in criteria.get("allOf", []) for c in _criteria(item)]:
+            key = (criterion["metricNamespace"], criterion["metricName"])
+            assert key in PUBLISHED_METRICS, f"{key} is not a published platform metric"
+            aggregations, dimensions = PUBLISHED_METRICS[key]
+            assert criterion["timeAggregation"] in aggregations, (key, criterion["timeAggregation"])
+            assert {d["name"] for d in criterion.get("dimensions", [])} <= dimensions, key
+            seen += 1
+    assert seen >= 3
+
+
 def test_no_alert_watches_a_cumulative_restart_count(obs):
     # Container Apps' RestartCount is a running total per replica ("Replica Restart Count is the
     # aggregate restart count", learn.microsoft.com/azure/container-apps/metrics;
