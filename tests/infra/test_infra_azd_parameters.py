@@ -136,7 +136,7 @@ def test_azd_deploy_deploys_no_bicep_it_cannot_type(azd):
     """The container-app target deploys Bicep on `azd deploy` only when the service has a module;
     then its parameters are substituted without conversion, so every non-string parameter fed
     from the environment would reach ARM as a string. This service has none: azd sets the image."""
-    for service, config in azd["services"].items():
+    for service in azd["services"]:
         module = deploy_module(azd, service, INFRA)
         if module is None:
             continue
