@@ -9,6 +9,7 @@ used: the test id shows the version checked, and a NearestApiVersion warning say
 
 from __future__ import annotations
 
+import copy
 import warnings
 
 import pytest
@@ -70,10 +71,10 @@ def test_the_checker_sees_a_misspelled_property_a_read_only_one_and_a_bad_enum()
     node = node_for(schema.model, schema.models)
 
     def findings(change) -> list[str]:
-        copy = __import__("copy").deepcopy(body)
-        change(copy)
+        changed = copy.deepcopy(body)
+        change(changed)
         walk = Walk(symbols)
-        walk.model(copy, node, schema.models, "", skip=TEMPLATE_ONLY)
+        walk.model(changed, node, schema.models, "", skip=TEMPLATE_ONLY)
         return walk.findings
 
     assert findings(lambda b: b["properties"].update(enviromentId=b["properties"].pop("environmentId")))
