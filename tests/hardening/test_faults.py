@@ -85,6 +85,39 @@ def test_worker_killed_mid_job_is_taken_over_with_one_result(settings, storage, 
         stack.stop()
 
 
+def test_a_batch_job_deleted_while_running_hands_its_queue_slot_on_at_once(settings, storage, tmp_path, astronaut_png):
+    """Batches feed BATCH_WINDOW (2) jobs to the queue. Deleting the running one frees its place:
+    the third image is enqueued by the DELETE itself, while the second has not run yet, not
+    when the second ends or the housekeeping timer runs; the rest of the batch finishes."""
+    stack = LiveStack(settings, tmp_path)
+    stack.start_api()
+    stack.start_worker()
+    try:
+        response = httpx.post(f"{stack.url}/api/batches", files=[("files", (f"{i}.png", astronaut_png)) for i in range(3)],
+                              data={"blend_mask": "parse"}, timeout=60)
+        assert response.status_code == 202, response.text
+        running, second, third = (job["id"] for job in response.json()["jobs"])
+        repo = _repo(storage, settings)
+        assert [repo.get(job_id).enqueued for job_id in (running, second, third)] == [True, True, False]
+
+        def mid_job():
+            body = httpx.get(f"{stack.url}/api/jobs/{running}", timeout=10).json()
+            return body["status"] == "running" and 0.05 < body["progress"] < 0.9
+
+        _wait(mid_job, 120, "the first job never started")
+        assert httpx.delete(f"{stack.url}/api/jobs/{running}", timeout=30).status_code == 204
+        assert not repo.get(second).terminal and repo.get(third).enqueued, "the slot was not handed on"
+
+        for job_id in (second, third):
+            assert wait_for_status(stack.url, job_id, timeout=180)["status"] == "succeeded", stack.logs()
+        _wait(lambda: f"job {running}: deleted while running" in (tmp_path / "worker0.log").read_text(errors="replace"),
+              30, "the worker never noticed the delete")
+        assert blob_names(storage, settings.results_container, running) == []
+        _wait(lambda: _queue_empty(storage), 30, "messages were left on the queue")
+    finally:
+        stack.stop()
+
+
 # -- Azurite restarted mid-run -----------------------------------------------------------------
 
 
