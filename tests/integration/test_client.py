@@ -148,3 +148,40 @@ def test_bad_files_among_good_ones_exit_non_zero_naming_each(stack, tmp_path):
     assert code == 1 and "0 of 2 restored" in stderr, stderr
     assert "a.jpg: upload refused: 415" in stderr and "(not_an_image)" in stderr
     assert "b.png: upload refused: 422" in stderr and "(corrupt_image)" in stderr
+
+
+def test_a_job_that_fails_on_the_service_is_named_with_its_reason(settings, storage, tmp_path):
+    """No worker until every file is uploaded; then one job's record is damaged (the service ends
+    it failed, corrupt_job) and the worker starts: the others are restored, that one is named."""
+    from azure.data.tables import UpdateMode
+
+    (tmp_path / "logs").mkdir()
+    stack = LiveStack(settings, tmp_path / "logs")
+    stack.start_api()
+    folder, out = tmp_path / "scans", tmp_path / "restored"
+    _photos(folder, 3)
+    client = _client(stack, str(folder), out=out)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                files = json.loads((out / STATE).read_text())["files"]
+                if len(files) == 3 and all(entry["job_id"] for entry in files.values()):
+                    break
+            except (FileNotFoundError, json.JSONDecodeError):
+                pass
+            assert client.poll() is None and time.monotonic() < deadline, client.communicate()[1]
+            time.sleep(0.05)
+        table = storage.tables.get_table_client(settings.jobs_table)
+        table.update_entity({"PartitionKey": files["photo0.png"]["job_id"], "RowKey": "job", "status": "banana"},
+                            mode=UpdateMode.MERGE)
+        stack.start_worker()
+        _, stderr = client.communicate(timeout=300)
+    finally:
+        if client.poll() is None:
+            client.kill()
+        stack.stop()
+    assert client.returncode == 1, stderr
+    failed = [line for line in stderr.splitlines() if line.startswith("FAILED")]
+    assert len(failed) == 1 and "photo0.png: job failed:" in failed[0] and "(corrupt_job)" in failed[0], stderr
+    assert "2 of 3 restored" in stderr
