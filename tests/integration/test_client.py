@@ -60,10 +60,24 @@ def _run(stack, *args: str, out: Path) -> tuple[int, str]:
 
 
 def _jobs(stack) -> list:
-    table = stack.settings
     from processing.storage import Storage
 
-    return list(JobRepository(Storage(table).tables.get_table_client(table.jobs_table)).query("RowKey eq 'job'"))
+    settings = stack.settings
+    return list(JobRepository(Storage(settings).tables.get_table_client(settings.jobs_table)).query("RowKey eq 'job'"))
+
+
+def _wait_for_uploads(client: subprocess.Popen, out: Path, count: int) -> dict:
+    """The state file once it holds a job for each of ``count`` files (the client still running)."""
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            files = json.loads((out / STATE).read_text())["files"]
+            if len(files) == count and all(entry["job_id"] for entry in files.values()):
+                return files
+        except (FileNotFoundError, json.JSONDecodeError):
+            pass
+        assert client.poll() is None and time.monotonic() < deadline, client.communicate()[1]
+        time.sleep(0.05)
 
 
 def test_a_folder_is_restored_in_batches_within_the_service_limits(stack, tmp_path):
@@ -90,18 +104,7 @@ def test_an_interrupted_run_resumes_without_uploading_again(stack, tmp_path):
     folder, out = tmp_path / "scans", tmp_path / "restored"
     _photos(folder, 4)
     first = _client(stack, str(folder), out=out)
-    deadline = time.monotonic() + 120
-
-    def uploaded() -> dict | None:
-        try:
-            files = json.loads((out / STATE).read_text())["files"]
-        except (FileNotFoundError, json.JSONDecodeError):
-            return None
-        return files if len(files) == 4 and all(entry["job_id"] for entry in files.values()) else None
-
-    while (seen := uploaded()) is None:
-        assert first.poll() is None and time.monotonic() < deadline, first.communicate()[1]
-        time.sleep(0.05)
+    seen = _wait_for_uploads(first, out, 4)
     first.send_signal(signal.SIGKILL)  # the hardest stop: no handler, no last save
     first.wait(10)
     assert sum(entry["status"] == "downloaded" for entry in seen.values()) < 4, "nothing was left to resume"
@@ -162,16 +165,7 @@ def test_a_job_that_fails_on_the_service_is_named_with_its_reason(settings, stor
     _photos(folder, 3)
     client = _client(stack, str(folder), out=out)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                files = json.loads((out / STATE).read_text())["files"]
-                if len(files) == 3 and all(entry["job_id"] for entry in files.values()):
-                    break
-            except (FileNotFoundError, json.JSONDecodeError):
-                pass
-            assert client.poll() is None and time.monotonic() < deadline, client.communicate()[1]
-            time.sleep(0.05)
+        files = _wait_for_uploads(client, out, 3)
         table = storage.tables.get_table_client(settings.jobs_table)
         table.update_entity({"PartitionKey": files["photo0.png"]["job_id"], "RowKey": "job", "status": "banana"},
                             mode=UpdateMode.MERGE)
