@@ -26,6 +26,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp"}
 EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 # What a multipart body adds to the files themselves, kept clear of the batch byte limit.
 FRAMING = 64 * 1024
+ZIP_MAGIC = b"PK\x03\x04"
 RETRIES = 8  # for 429/503 (each after its Retry-After) and dropped connections
 
 
@@ -126,6 +127,11 @@ def collect(paths: list[Path]) -> list[tuple[str, Path]]:
         names.add(candidate)
         unique.append((candidate, file))
     return unique
+
+
+def _starts_with(path: Path, magic: bytes) -> bool:
+    with path.open("rb") as file:
+        return file.read(len(magic)) == magic
 
 
 def sha256(path: Path) -> str:
@@ -291,6 +297,9 @@ def submit(url: str, api_key: str | None, paths: list[Path], out: Path, options:
         if not entry.job_id and entry.size > info["max_upload_bytes"]:
             entry.status = "rejected"
             entry.error = f"too large: {entry.size / 1e6:.1f} MB; the service takes at most {info['max_upload_bytes'] / 1e6:.0f} MB"
+        elif not entry.job_id and _starts_with(Path(entry.path), ZIP_MAGIC):
+            # The service would unpack it into several jobs, which one file's state cannot follow.
+            entry.status, entry.error = "rejected", "a zip archive: unpack it and name the folder instead"
     state.save()
 
     unsent = lambda: [e for e in entries if not e.job_id and e.status != "rejected"]

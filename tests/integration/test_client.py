@@ -11,6 +11,7 @@ import json
 import signal
 import subprocess
 import time
+import zipfile
 from pathlib import Path
 
 import httpx
@@ -147,8 +148,12 @@ def test_bad_files_among_good_ones_exit_non_zero_naming_each(stack, tmp_path):
     bad.mkdir()
     (bad / "a.jpg").write_text("not a photo")
     (bad / "b.png").write_bytes(png_bytes(64, 48)[:60])
-    code, stderr = _run(stack, str(bad), out=tmp_path / "bad-out")
-    assert code == 1 and "0 of 2 restored" in stderr, stderr
+    archive = tmp_path / "photos.zip"  # named as a file: refused by the client, which cannot follow what it unpacks to
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr("inside.png", png_bytes())
+    code, stderr = _run(stack, str(bad), str(archive), out=tmp_path / "bad-out")
+    assert code == 1 and "0 of 3 restored" in stderr, stderr
+    assert "photos.zip: a zip archive" in stderr
     assert "a.jpg: upload refused: 415" in stderr and "(not_an_image)" in stderr
     assert "b.png: upload refused: 422" in stderr and "(corrupt_image)" in stderr
 
