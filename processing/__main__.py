@@ -8,7 +8,6 @@ import argparse
 import logging
 import signal
 import sys
-import time
 from pathlib import Path
 
 from .config import SettingsError, get_settings
@@ -53,12 +52,10 @@ def cmd_worker(args) -> int:
     wiring.storage().ensure_resources()
     handler = wiring.job_handler()
     try:
-        started = time.perf_counter()
-        handler.engine  # noqa: B018  (load the models now: refuse to start without intact models)
+        handler.load_engine()  # now, before polling: refuse to start without intact models
     except (ModelsError, ValueError) as error:
         print(f"worker not started: {error}", file=sys.stderr)
         return 2
-    logging.info("models loaded in %.1fs from %s", time.perf_counter() - started, settings.models_dir)
     worker = PollingWorker(settings, wiring.storage(), handler)
     # SIGTERM (container stop, Ctrl-C): finish the job in hand, then exit.
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())

@@ -96,6 +96,10 @@ class Settings:
     # How long a worker owns a running job without renewing; a job whose lease ran out
     # is taken over by the next delivery of its message.
     lease_seconds: int = field(default=120, metadata={"env": "JOB_LEASE_SECONDS"})
+    # The Functions host's own switch for the job queue's trigger (function_app.restore_job;
+    # learn.microsoft.com azure-functions/disable-function): an instance with it set runs no
+    # jobs, so it does not load the networks as it starts.
+    jobs_trigger_disabled: bool = field(default=False, metadata={"env": "AzureWebJobs.restore_job.Disabled"})
     # An idle polling worker asks the queue this often: the wait a new job can see before it
     # starts (five cheap requests a second per idle worker).
     worker_poll_seconds: float = field(default=0.2, metadata={"env": "WORKER_POLL_SECONDS"})

@@ -54,8 +54,8 @@ class PermanentFailure(Exception):
 
 
 class JobHandler:
-    """Runs one job end to end. The engine is created on first use and kept for the life of
-    the process, so only the first job pays for loading the models."""
+    """Runs one job end to end. The engine is created once and kept for the life of the
+    process: as the process starts (``load_engine``), or else by the first job."""
 
     def __init__(self, settings: Settings, storage: Storage, engine_factory: Callable[[], object], worker_id: str | None = None):
         self.settings = settings
@@ -73,6 +73,18 @@ class JobHandler:
             if self._engine is None:
                 self._engine = self._engine_factory()
             return self._engine
+
+    def load_engine(self) -> float:
+        """Create the engine now (the models loaded and compiled); the seconds it took, 0 when
+        it already existed. A job arriving meanwhile waits for this load, not a second one."""
+        started = time.perf_counter()
+        with self._engine_lock:
+            if self._engine is not None:
+                return 0.0
+            self._engine = self._engine_factory()
+        seconds = time.perf_counter() - started
+        log.info("models loaded in %.1fs from %s", seconds, self.settings.models_dir)
+        return seconds
 
     def handle_delivery(self, body: bytes | str, dequeue_count: int, put_back: Callable[[int], None]) -> Outcome:
         """One delivery of a message. When another worker holds a live lease on the job,

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from ...jobs.options import JobOptions
 from ...jobs.service import JobService
 from ..deps import get_service
-from ..schemas import HealthView, InfoView
+from ..schemas import DetectionInfo, HealthView, InfoView
 
 router = APIRouter(prefix="/api", tags=["meta"])
 Service = Annotated[JobService, Depends(get_service)]
@@ -59,5 +59,7 @@ def get_info(service: Service) -> InfoView:
         max_batch_files=settings.max_batch_files,
         max_batch_bytes=settings.max_batch_bytes,
         retention_hours=settings.retention_hours,
+        detection=DetectionInfo(max_side=settings.detect_max_side, max_faces=settings.max_faces,
+                                second_pass_max_side=settings.detect_second_pass_max_side),
         options=JobOptions.model_json_schema()["properties"],
     )
