@@ -129,26 +129,37 @@ def as_the_host_delivers_script() -> str:
         "    request = HttpRequest(method, 'http://localhost' + path, headers=headers or {}, body=body)\n"
         "    response = loop.run_until_complete(functions['http_app_func'](request, context))\n"
         "    return response.status_code, json.loads(response.get_body())\n"
-        "photo = open(sys.argv[1], 'rb').read()\n"
-        "body, content_type = encode_multipart_formdata({'file': ('photo.png', photo, 'image/png'), **json.loads(sys.argv[2])})\n"
-        "status, job = http('POST', '/api/jobs', body, {'Content-Type': content_type})\n"
-        "assert status == 202, job\n"
-        "settings = get_settings()\n"
-        "wire = QueueClient.from_connection_string(settings.storage_connection_string, settings.jobs_queue)\n"
-        "(stored,) = wire.receive_messages(max_messages=1, visibility_timeout=120)\n"
-        "message = QueueMessageInConverter.decode(\n"
-        "    meta.Datum(base64.b64decode(stored.content).decode('utf-8'), 'string'),\n"
-        "    trigger_metadata={'Id': meta.Datum(stored.id, 'string'),\n"
-        "                      'DequeueCount': meta.Datum(str(stored.dequeue_count), 'json')})\n"
-        "functions['restore_job'](message)\n"
-        "wire.delete_message(stored)  # the function returned: the host deletes the message\n"
-        "status, final = http('GET', '/api/jobs/' + job['id'])\n"
-        f"loaded = [m for m in {BUILD_ONLY!r} if m in sys.modules]\n"
-        "print(json.dumps({'functions': sorted(functions), 'status': status, 'job': final, 'loaded': loaded}))\n"
-        "app = function_app.app  # the ASGI lifespan's shutdown, on its loop, as the host ends it\n"
-        "if app.startup_task_done:\n"
-        "    loop.run_until_complete(app.middleware.notify_shutdown())\n"
-        "    app.startup_task_done = False\n"
+        "def run():\n"
+        "    photo = open(sys.argv[1], 'rb').read()\n"
+        "    body, content_type = encode_multipart_formdata({'file': ('photo.png', photo, 'image/png'),\n"
+        "                                                    **json.loads(sys.argv[2])})\n"
+        "    status, job = http('POST', '/api/jobs', body, {'Content-Type': content_type})\n"
+        "    if status != 202:\n"
+        "        return {'status': status, 'job': job}\n"
+        "    settings = get_settings()\n"
+        "    wire = QueueClient.from_connection_string(settings.storage_connection_string, settings.jobs_queue)\n"
+        "    (stored,) = wire.receive_messages(max_messages=1, visibility_timeout=120)\n"
+        "    message = QueueMessageInConverter.decode(\n"
+        "        meta.Datum(base64.b64decode(stored.content).decode('utf-8'), 'string'),\n"
+        "        trigger_metadata={'Id': meta.Datum(stored.id, 'string'),\n"
+        "                          'DequeueCount': meta.Datum(str(stored.dequeue_count), 'json')})\n"
+        "    try:\n"
+        "        functions['restore_job'](message)\n"
+        "        wire.delete_message(stored)  # it returned: the host deletes the message\n"
+        "        raised = None\n"
+        "    except Exception as error:  # the host would log it and deliver the message again\n"
+        "        raised = repr(error)\n"
+        "    status, final = http('GET', '/api/jobs/' + job['id'])\n"
+        "    return {'status': status, 'job': final, 'raised': raised}\n"
+        "try:\n"
+        "    outcome = run()\n"
+        f"    outcome['loaded'] = [m for m in {BUILD_ONLY!r} if m in sys.modules]\n"
+        "    outcome['functions'] = sorted(functions)\n"
+        "    print(json.dumps(outcome))\n"
+        "finally:  # the ASGI lifespan's shutdown, on its loop, as the host ends it (else exit waits on it)\n"
+        "    if function_app.app.startup_task_done:\n"
+        "        loop.run_until_complete(function_app.app.middleware.notify_shutdown())\n"
+        "        function_app.app.startup_task_done = False\n"
     )
 
 
@@ -243,19 +254,18 @@ def ran(azurite, standin_weights, read_only_store, tmp_path_factory) -> Ran:
         icc_id = submit(icc_photo, {"upscale": "1", "blend_mask": "box"}, icc_name)
         finals = {case: wait_for_status(stack.url, job_id, timeout=600) for case, job_id in ids.items()}
         detection = finals["detect_only"]
-        assert detection["status"] == "succeeded" and detection["face_count"] == 3, (detection, stack.logs())
-        keep = [i for i, face in enumerate(detection["faces"]) if which_face(face["box"]) != 1]
+        keep = [i for i, face in enumerate(detection["faces"] or []) if which_face(face["box"]) != 1]
         response = httpx.post(f"{stack.url}/api/jobs/{detection['id']}/restore",
                               data={"faces": ",".join(map(str, keep)), "upscale": "1", "blend_mask": "box"}, timeout=30)
-        assert response.status_code == 202, response.text
-        chosen = wait_for_status(stack.url, response.json()["id"], timeout=600)
+        chosen = wait_for_status(stack.url, response.json()["id"], timeout=600) if response.status_code == 202 \
+            else {"status": response.status_code, "error": response.text}
         icc_final = wait_for_status(stack.url, icc_id, timeout=600)
         results = {case: httpx.get(f"{stack.url}{final['links']['result']}", timeout=30).content
                    for case, final in [*finals.items(), ("chosen", chosen), ("icc", icc_final)]
                    if final["status"] == "succeeded" and final["links"]["result"]}
-        out, _ = functions.communicate(timeout=600)
-        assert functions.returncode == 0, (work / "functions.log").read_text()[-4000:]
-        called = json.loads(out.strip().splitlines()[-1])
+        out, _ = functions.communicate(timeout=300)
+        called = json.loads(out.strip().splitlines()[-1]) if functions.returncode == 0 else \
+            {"exit": functions.returncode, "log": (work / "functions.log").read_text()[-4000:]}
     finally:
         stack.stop()
         stop_processes([functions])
@@ -296,7 +306,8 @@ def test_a_colour_managed_upload(ran):
 
 def test_the_functions_entry_points_run_a_job_as_the_host_calls_them(ran):
     called = ran.functions
-    assert called["functions"] == ["fail_poisoned_job", "http_app_func", "purge_expired_jobs", "restore_job"]
+    assert called.get("functions") == ["fail_poisoned_job", "http_app_func", "purge_expired_jobs", "restore_job"], called
+    assert called["raised"] is None, called
     assert called["status"] == 200 and called["job"]["status"] == "succeeded", called["job"]
     assert called["job"]["face_count"] == 1 and called["job"]["timings"]["texture"] > 0
     assert called["loaded"] == []
