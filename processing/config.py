@@ -133,10 +133,16 @@ class Settings:
     api_key_cache_seconds: float = field(default=30.0, metadata={"env": "API_KEY_CACHE_SECONDS"})
 
     # Telemetry (processing/telemetry.py): Azure Monitor when the connection string is set,
-    # nothing otherwise. The authentication string is the Functions convention
-    # "Authorization=AAD;ClientId=<managed identity>" for Entra ID ingestion.
+    # OTLP when the endpoint is, nothing otherwise. The authentication string is the
+    # Functions convention "Authorization=AAD;ClientId=<managed identity>" for Entra ID
+    # ingestion.
     appinsights_connection_string: str = field(default="", metadata={"env": "APPLICATIONINSIGHTS_CONNECTION_STRING"})
     appinsights_authentication: str = field(default="", metadata={"env": "APPLICATIONINSIGHTS_AUTHENTICATION_STRING"})
+    # OpenTelemetry's standard variable: the base URL of any OTLP/HTTP collector (traces,
+    # metrics and logs go to its /v1/traces, /v1/metrics, /v1/logs). Unset: no OTLP export
+    # (not the specification's localhost default: an app that exports nowhere by default
+    # should not knock on a port nobody listens on). Both may be set: each gets everything.
+    otlp_endpoint: str = field(default="", metadata={"env": "OTEL_EXPORTER_OTLP_ENDPOINT"})
     # text (readable, the local default) or json (one object per line, for log shippers).
     log_format: str = field(default="text", metadata={"env": "LOG_FORMAT"})
 

@@ -81,11 +81,13 @@ def housekeeping() -> None:
 def observe(functions_host: bool = False) -> None:
     """Logging and telemetry for this process, once at start. Under the Functions host its
     own handlers format the lines (they get the job id); elsewhere LOG_FORMAT chooses text or
-    JSON lines. Azure Monitor only when APPLICATIONINSIGHTS_CONNECTION_STRING is set."""
+    JSON lines. Azure Monitor only when APPLICATIONINSIGHTS_CONNECTION_STRING is set, OTLP only
+    when OTEL_EXPORTER_OTLP_ENDPOINT is."""
     settings = get_settings()
     if functions_host:
         telemetry.add_job_context_to(logging.getLogger().handlers)
     else:
         telemetry.configure_logging(settings.log_format)
-    if telemetry.configure(settings.appinsights_connection_string, settings.appinsights_authentication):
+    if telemetry.configure(settings.appinsights_connection_string, settings.appinsights_authentication,
+                           settings.otlp_endpoint):
         telemetry.watch_queue_depth(lambda: storage().jobs_queue.get_queue_properties().approximate_message_count)

@@ -249,6 +249,28 @@ def test_azure_monitor_ingests_with_the_managed_identity(monkeypatch):
     assert telemetry.configure("") is False
 
 
+def test_with_both_azure_monitor_and_an_otlp_endpoint_the_distro_feeds_both(monkeypatch):
+    """Both set: the OTLP exporters ride on the distro's providers (one set per process)
+    rather than replacing Azure Monitor's. The cross-process OTLP path itself is in
+    test_telemetry_processes.py."""
+    import azure.monitor.opentelemetry as distro
+    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    given = {}
+    monkeypatch.setattr(distro, "configure_azure_monitor", lambda **options: given.update(options))
+    monkeypatch.setattr(telemetry, "_configured", False)
+    assert telemetry.configure("InstrumentationKey=00000000-0000-0000-0000-000000000000;IngestionEndpoint=https://x",
+                               "", "http://127.0.0.1:4318")
+    monkeypatch.setattr(telemetry, "_configured", False)
+    assert [type(p) for p in given["span_processors"]] == [BatchSpanProcessor]
+    assert [type(r) for r in given["metric_readers"]] == [PeriodicExportingMetricReader]
+    assert [type(p) for p in given["log_record_processors"]] == [BatchLogRecordProcessor]
+    for shut in (*given["span_processors"], *given["metric_readers"], *given["log_record_processors"]):
+        shut.shutdown()  # their threads, not the test's providers
+
+
 def test_queue_messages_carry_the_trace_context_and_old_ones_stay_readable(capture, storage):
     from opentelemetry import trace
 
