@@ -388,7 +388,7 @@ class PollingWorker:
             self.storage.poison_queue.send_message(message.content)
             self._delete(message)
             return None
-        keeper = _VisibilityKeeper(self.queue, message, self.visibility)
+        keeper = _VisibilityKeeper(self.queue, message, self.visibility, _job_id_of(message.content))
         keeper.start()
 
         def put_back(seconds: int) -> None:
@@ -419,23 +419,35 @@ class PollingWorker:
             pass
 
 
+def _job_id_of(body) -> str:
+    try:
+        return decode_job_message(body).job_id
+    except ValueError:
+        return ""  # not our message: the handler drops it
+
+
 class _VisibilityKeeper(threading.Thread):
     """Keeps a message invisible while its job runs (each renewal returns a new receipt)."""
 
-    def __init__(self, queue, message, visibility: int):
+    def __init__(self, queue, message, visibility: int, job_id: str = ""):
         super().__init__(daemon=True)
         self.queue = queue
         self.message = message
         self.visibility = visibility
+        self.job_id = job_id
         self._done = threading.Event()
 
     def run(self) -> None:
-        while not self._done.wait(self.visibility / 3):
-            try:
-                updated = self.queue.update_message(self.message.id, self.message.pop_receipt, visibility_timeout=self.visibility)
-                self.message.pop_receipt = updated.pop_receipt
-            except AzureError as error:
-                log.warning("could not renew message visibility: %s", error.__class__.__name__)
+        # Its own thread: without the job's logging context its lines would carry no job id,
+        # and they fall between the job's claim and finish.
+        with telemetry.job_logging(self.job_id):
+            while not self._done.wait(self.visibility / 3):
+                try:
+                    updated = self.queue.update_message(self.message.id, self.message.pop_receipt,
+                                                        visibility_timeout=self.visibility)
+                    self.message.pop_receipt = updated.pop_receipt
+                except AzureError as error:
+                    log.warning("could not renew message visibility: %s", error.__class__.__name__)
 
     def stop(self) -> None:
         self._done.set()
