@@ -106,6 +106,11 @@ def _openapi(app: FastAPI, settings: Settings) -> dict[str, Any]:
                     del operation["responses"]["422"]
                 if set(operation.get("tags", ())) & {"jobs", "batches"}:
                     operation["security"] = [{}, {"ApiKey": []}]  # anonymous, or with a key
+                for parameter in operation.get("parameters", ()):
+                    # An optional header is absent or a string, never null (pydantic's anyOf).
+                    choices = parameter["schema"].pop("anyOf", None)
+                    if choices:
+                        parameter["schema"].update(next(c for c in choices if c.get("type") != "null"))
         components = schema["components"]
         for name in ("HTTPValidationError", "ValidationError"):
             components["schemas"].pop(name, None)

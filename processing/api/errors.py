@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import telemetry
 from ..images.codec import ImageRejected
 from ..jobs.batches import BatchNotFound
+from ..jobs.idempotency import IdempotencyKeyInUse, IdempotencyKeyReused
 from ..jobs.options import InvalidOption
 from ..jobs.records import TERMINAL, JobNotFound
 from ..jobs.service import BatchNotReady, NotReady, ServiceBusy
@@ -87,6 +88,12 @@ _HANDLERS = {
                                                        headers={"Retry-After": "2"}),
     ImageRejected: lambda request, exc: error_response(exc.status, exc.code, str(exc)),
     NotReady: _not_ready,
+    IdempotencyKeyReused: lambda request, exc: error_response(
+        422, "idempotency_key_reused", "this Idempotency-Key was used in the last 24 hours for a different request; "
+        "use a new key for a new request", fields=[{"field": "Idempotency-Key", "message": "used for another request"}]),
+    IdempotencyKeyInUse: lambda request, exc: error_response(
+        409, "idempotency_key_in_use", "the first request with this Idempotency-Key is still being answered; "
+        "send it again shortly", headers={"Retry-After": "1"}),
     ServiceBusy: lambda request, exc: error_response(503, "busy", str(exc), headers={"Retry-After": str(exc.retry_after)}),
     AzureError: _storage_unavailable,
     Exception: _unexpected,

@@ -18,6 +18,7 @@ from ..images.preprocess import check_crop
 from ..storage import Storage
 from .batches import ZIP_MAGIC, Batch, BatchRepository, feed, results_zip, unpack_zip
 from .blobs import before_blob_name, face_blob_name, input_blob_name, job_prefix
+from .idempotency import IdempotencyKeys
 from .options import FRAMING_OPTIONS, InvalidOption, JobOptions, check_face_boxes
 from .records import Job, JobNotFound, JobRepository, SUCCEEDED, new_job_id, utcnow
 
@@ -67,6 +68,7 @@ class JobService:
         table = storage.tables.get_table_client(settings.jobs_table)
         self.jobs = JobRepository(table)
         self.batches = BatchRepository(table)
+        self.idempotency = IdempotencyKeys(table)
         self.models = ModelStore(settings.models_dir)
 
     # -- submit -------------------------------------------------------------------
@@ -288,6 +290,7 @@ class JobService:
             self._remove(job_id)
         for batch_id in self.batches.expired(now):
             self.batches.delete(batch_id)
+        self.idempotency.purge_expired(now)
         if expired:
             log.info("purged %d expired jobs", len(expired))
         return len(expired)

@@ -60,12 +60,18 @@ INVALID = error(422, "A field failed validation; error.fields names each one")
 SUBMISSION = {
     **error(400, "The body is not multipart/form-data that can be parsed"),
     **error(413, "The body, a file, or an image's pixel count (or a batch's file count) is over the limit"),
-    **INVALID,
+    **error(422, "A field failed validation (error.fields names each one), or the Idempotency-Key was used for a "
+                 "different request (idempotency_key_reused)"),
 }
 ACCEPTED_HEADERS = {
     "Location": header("The new job's (or batch's) URL"),
     **retry_after("Seconds before the first poll is worth it"),
+    "Idempotent-Replayed": header("true: this answers a repeated Idempotency-Key with what its first request made",
+                                  required=False, schema={"type": "string", "enum": ["true"]}),
 }
+# A duplicate of a request with the same Idempotency-Key that is still being answered.
+KEY_IN_USE = "the first request with the same Idempotency-Key is still being answered (idempotency_key_in_use)"
+IN_USE = error(409, KEY_IN_USE[0].upper() + KEY_IN_USE[1:], retry_after("Seconds to wait before sending it again"))
 
 
 def links_to(operations: tuple[str, ...], parameter: str, expression: str = "$response.body#/id") -> dict[str, Any]:

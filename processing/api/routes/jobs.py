@@ -6,13 +6,16 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, File, Form, Request, Response
 
+from ...jobs.idempotency import Made
 from ...jobs.records import Job
 from ...jobs.service import Download, JobService
 from ..deps import current_caller, get_service
 from ..errors import POLL_SECONDS
+from ..submissions import IdempotencyKey, accepted, form_fields, once
 from ..schemas import FaceChoice, JobSubmission, JobView, job_view
 from .contract import (
-    ACCEPTED_HEADERS, GATE, INVALID, NOT_FOUND, NOT_READY, SUBMISSION, JobId, error, image, links_to, retry_after,
+    ACCEPTED_HEADERS, GATE, IN_USE, INVALID, KEY_IN_USE, NOT_FOUND, NOT_READY, SUBMISSION, JobId, error, image, links_to,
+    retry_after,
 )
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
@@ -42,14 +45,16 @@ def file_response(download: Download, disposition: str = "inline") -> Response:
 @router.post("", status_code=202, response_model=JobView, summary="Submit a photo for restoration", responses={
     202: {"description": "Accepted and queued: poll the Location", "headers": ACCEPTED_HEADERS,
           "links": links_to(JOB_OPERATIONS, "job_id")},
-    **GATE, **SUBMISSION, **error(415, "The file is not a JPEG, PNG or WebP image (GIF, SVG, HEIC... are named)"),
+    **GATE, **SUBMISSION, **IN_USE, **error(415, "The file is not a JPEG, PNG or WebP image (GIF, SVG, HEIC... are named)"),
 })
-def submit_job(request: Request, response: Response, form: Annotated[JobSubmission, File()], service: Service) -> JobView:
+def submit_job(request: Request, response: Response, form: Annotated[JobSubmission, File()], service: Service,
+               idempotency_key: IdempotencyKey = None) -> JobView:
     data = form.file.file.read(service.settings.max_upload_bytes + 1)
-    job = service.submit(data, form.file.filename or "", form.options(), owner=current_caller(request).owner)
-    response.headers["Location"] = f"/api/jobs/{job.id}"
-    response.headers["Retry-After"] = str(POLL_SECONDS)
-    return view(service, job)
+    filename = form.file.filename or ""
+    job_id, replayed = once(request, service, idempotency_key, [form_fields(form, "file"), filename, data], lambda: Made(
+        "job", service.submit(data, filename, form.options(), owner=current_caller(request).owner).id))
+    accepted(response, f"/api/jobs/{job_id}", replayed)
+    return view(service, service.get(job_id))
 
 
 @router.post("/{job_id}/restore", status_code=202, response_model=JobView,
@@ -58,15 +63,16 @@ def submit_job(request: Request, response: Response, form: Annotated[JobSubmissi
                  202: {"description": "Accepted and queued: a new job for the chosen faces; poll the Location",
                        "headers": ACCEPTED_HEADERS, "links": links_to(JOB_OPERATIONS, "job_id")},
                  **READ, **SUBMISSION,
-                 **error(409, "The job has not finished finding faces (or it failed): the body's error.status says which",
+                 **error(409, "The job has not finished finding faces (or it failed): the body's error.status says which; "
+                              f"or {KEY_IN_USE}",
                          retry_after("Seconds until it is worth asking again, while the job still runs", required=False)),
              })
 def restore_chosen(job_id: JobId, request: Request, response: Response, form: Annotated[FaceChoice, Form()],
-                   service: Service) -> JobView:
-    job = service.restore_chosen(job_id, form.indices(), form.options(), owner=current_caller(request).owner)
-    response.headers["Location"] = f"/api/jobs/{job.id}"
-    response.headers["Retry-After"] = str(POLL_SECONDS)
-    return view(service, job)
+                   service: Service, idempotency_key: IdempotencyKey = None) -> JobView:
+    made, replayed = once(request, service, idempotency_key, [form_fields(form)], lambda: Made(
+        "job", service.restore_chosen(job_id, form.indices(), form.options(), owner=current_caller(request).owner).id))
+    accepted(response, f"/api/jobs/{made}", replayed)
+    return view(service, service.get(made))
 
 
 @router.get("/{job_id}", response_model=JobView, summary="Job status", responses={
