@@ -23,7 +23,30 @@ def job_handler():
     from .worker import JobHandler
 
     settings = get_settings()
-    return JobHandler(settings, storage(), lambda: Engine.from_settings(settings))
+    return JobHandler(settings, storage(), lambda: Engine.from_settings(settings), webhooks=webhooks())
+
+
+@lru_cache(maxsize=1)
+def webhooks():
+    return make_webhooks(get_settings(), storage())
+
+
+def make_webhooks(settings, store: Storage, context=None):
+    """The webhooks of a worker process: signed with the owner's key's secret or the service's,
+    with the API's own view of the job or batch as the body."""
+    from .access.keys import ApiKeys, signing_secret
+    from .api.schemas import webhook_body
+    from .jobs.service import JobService
+    from .jobs.webhooks import Webhooks
+
+    keys = ApiKeys(store.tables.get_table_client(settings.api_keys_table))
+    service = JobService(settings, store)
+    return Webhooks(settings, store, lambda owner: signing_secret(owner, keys, settings.webhook_secret),
+                    lambda kind, subject: webhook_body(service, kind, subject), context)
+
+
+def deliver_webhook(body: bytes | str) -> str:
+    return webhooks().deliver(body)
 
 
 @lru_cache(maxsize=1)
@@ -42,7 +65,7 @@ def http_app():
 def mark_poisoned(body: bytes | str) -> str | None:
     from .worker import mark_poisoned
 
-    return mark_poisoned(get_settings(), storage(), body)
+    return mark_poisoned(get_settings(), storage(), body, webhooks())
 
 
 def housekeeping() -> None:

@@ -24,7 +24,7 @@ from . import errors
 from .deps import owner_check
 from .gate import AccessGate
 from .middleware import BodyLimit, SecurityHeaders
-from .routes import batches, jobs, meta
+from .routes import batches, jobs, meta, webhooks
 
 # Multipart framing adds a little to the files themselves.
 _FRAMING = 64 * 1024
@@ -32,6 +32,7 @@ _FRAMING = 64 * 1024
 TAGS = [
     {"name": "jobs", "description": "One photo: submit it, poll it, fetch its images, delete it"},
     {"name": "batches", "description": "Several photos (or a zip) with the same options: one job each"},
+    {"name": "webhooks", "description": "The secret that signs the webhook calls (Standard Webhooks)"},
     {"name": "meta", "description": "Health and what the service offers"},
 ]
 API_KEY = {"type": "apiKey", "in": "header", "name": "X-API-Key",
@@ -71,7 +72,7 @@ def create_app(settings: Settings, storage: Storage | None = None) -> FastAPI:
     errors.install(app)
     app.add_exception_handler(405, _method_not_allowed)
 
-    for router in (jobs.router, batches.router, meta.router):
+    for router in (jobs.router, batches.router, webhooks.router, meta.router):
         app.include_router(router)
     app.openapi = lambda: _openapi(app, settings)
     if settings.static_site_dir.is_dir():
@@ -104,7 +105,7 @@ def _openapi(app: FastAPI, settings: Settings) -> dict[str, Any]:
                 # answers ErrorResponse, and only where a parameter can fail (the routes say so).
                 if "HTTPValidationError" in str(operation["responses"].get("422", "")):
                     del operation["responses"]["422"]
-                if set(operation.get("tags", ())) & {"jobs", "batches"}:
+                if set(operation.get("tags", ())) & {"jobs", "batches", "webhooks"}:
                     operation["security"] = [{}, {"ApiKey": []}]  # anonymous, or with a key
                 for parameter in operation.get("parameters", ()):
                     # An optional header is absent or a string, never null (pydantic's anyOf).

@@ -40,9 +40,11 @@ class Batch:
     rejected: list[dict[str, str]] = field(default_factory=list)  # {filename, code, message}
     options: dict[str, Any] = field(default_factory=dict)
     owner: str = ""
+    webhook: str = ""  # processing/jobs/webhooks.py
+    webhook_events: list[str] = field(default_factory=list)  # start, completed, job_start, job_completed
 
 
-_JSON = {"job_ids", "rejected", "options"}
+_JSON = {"job_ids", "rejected", "options", "webhook_events"}
 
 
 class BatchRepository:
@@ -64,7 +66,8 @@ class BatchRepository:
         except ResourceNotFoundError:
             raise BatchNotFound(batch_id) from None
         values = {name: json.loads(entity[name]) if name in _JSON else entity.get(name) for name in
-                  ("created_at", "expires_at", "job_ids", "rejected", "options", "owner") if name in entity}
+                  ("created_at", "expires_at", "job_ids", "rejected", "options", "owner", "webhook",
+                   "webhook_events") if name in entity}
         for name in ("created_at", "expires_at"):
             if isinstance(values.get(name), datetime) and values[name].tzinfo is None:
                 values[name] = values[name].replace(tzinfo=timezone.utc)

@@ -47,8 +47,8 @@ def test_operation_ids_tags_and_error_bodies(spec):
     assert sorted(ids) == sorted([
         "submit_job", "get_job", "get_job_result", "get_job_input", "get_job_before", "get_job_face", "delete_job",
         "restore_chosen",
-        "submit_batch", "get_batch", "get_batch_results", "delete_batch", "get_health", "get_info"])
-    assert [tag["name"] for tag in spec["tags"]] == ["jobs", "batches", "meta"]
+        "submit_batch", "get_batch", "get_batch_results", "delete_batch", "get_webhook_secret", "get_health", "get_info"])
+    assert [tag["name"] for tag in spec["tags"]] == ["jobs", "batches", "webhooks", "meta"]
     assert "HTTPValidationError" not in str(spec)  # FastAPI's 422 body; this API answers ErrorResponse
     for path, method, operation in operations(spec):
         for status, answer in operation["responses"].items():

@@ -13,7 +13,7 @@ from ...jobs.service import JobService
 from ..deps import charge_extra, current_caller, get_service
 from ..errors import POLL_SECONDS
 from ..submissions import IdempotencyKey, accepted, form_fields, once
-from ..schemas import BatchSubmission, BatchView, batch_view
+from ..schemas import BatchSubmission, BatchView, batch_view_of
 from .contract import ACCEPTED_HEADERS, GATE, IN_USE, NOT_FOUND, SUBMISSION, BatchId, error, header, links_to, retry_after
 
 router = APIRouter(prefix="/api/batches", tags=["batches"])
@@ -32,15 +32,18 @@ def submit_batch(request: Request, response: Response, form: Annotated[BatchSubm
                  idempotency_key: IdempotencyKey = None) -> BatchView:
     files = [(f.filename or "", f.file.read(service.settings.max_batch_bytes + 1)) for f in form.files]
 
+    caller = current_caller(request)
+
     def make() -> Made:
-        batch = service.submit_batch(files, form.options(), owner=current_caller(request).owner)
+        webhook = service.webhook(form.webhook, form.webhook_events, own_secret=caller.kind == "key", batch=True)
+        batch = service.submit_batch(files, form.options(), owner=caller.owner, webhook=webhook)
         charge_extra(request, len(batch.job_ids) - 1)  # one submission token per image
         return Made("batch", batch.id)
 
     parts = [form_fields(form, "files"), *(part for name, data in files for part in (name, data))]
     batch_id, replayed = once(request, service, idempotency_key, parts, make)
     accepted(response, f"/api/batches/{batch_id}", replayed)
-    return batch_view(*service.batch(batch_id))
+    return batch_view_of(service, batch_id)
 
 
 @router.get("/{batch_id}", response_model=BatchView, summary="Batch progress", responses={
@@ -48,7 +51,7 @@ def submit_batch(request: Request, response: Response, form: Annotated[BatchSubm
     **READ,
 })
 def get_batch(batch_id: BatchId, response: Response, service: Service) -> BatchView:
-    view = batch_view(*service.batch(batch_id))
+    view = batch_view_of(service, batch_id)
     if not view.done:
         response.headers["Retry-After"] = str(POLL_SECONDS)
     response.headers["Cache-Control"] = "no-store"

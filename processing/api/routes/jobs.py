@@ -12,7 +12,7 @@ from ...jobs.service import Download, JobService
 from ..deps import current_caller, get_service
 from ..errors import POLL_SECONDS
 from ..submissions import IdempotencyKey, accepted, form_fields, once
-from ..schemas import FaceChoice, JobSubmission, JobView, job_view
+from ..schemas import FaceChoice, JobSubmission, JobView, job_view_of
 from .contract import (
     ACCEPTED_HEADERS, GATE, IN_USE, INVALID, KEY_IN_USE, NOT_FOUND, NOT_READY, SUBMISSION, JobId, error, image, links_to,
     retry_after,
@@ -28,7 +28,7 @@ READ = {**GATE, **NOT_FOUND}
 
 
 def view(service: JobService, job: Job) -> JobView:
-    return job_view(job, service.queue_position(job), service.models.standin)
+    return job_view_of(service, job)
 
 
 def file_response(download: Download, disposition: str = "inline") -> Response:
@@ -51,8 +51,13 @@ def submit_job(request: Request, response: Response, form: Annotated[JobSubmissi
                idempotency_key: IdempotencyKey = None) -> JobView:
     data = form.file.file.read(service.settings.max_upload_bytes + 1)
     filename = form.file.filename or ""
-    job_id, replayed = once(request, service, idempotency_key, [form_fields(form, "file"), filename, data], lambda: Made(
-        "job", service.submit(data, filename, form.options(), owner=current_caller(request).owner).id))
+    caller = current_caller(request)
+
+    def make() -> Made:
+        webhook = service.webhook(form.webhook, form.webhook_events, own_secret=caller.kind == "key")
+        return Made("job", service.submit(data, filename, form.options(), owner=caller.owner, webhook=webhook).id)
+
+    job_id, replayed = once(request, service, idempotency_key, [form_fields(form, "file"), filename, data], make)
     accepted(response, f"/api/jobs/{job_id}", replayed)
     return view(service, service.get(job_id))
 
@@ -69,8 +74,14 @@ def submit_job(request: Request, response: Response, form: Annotated[JobSubmissi
              })
 def restore_chosen(job_id: JobId, request: Request, response: Response, form: Annotated[FaceChoice, Form()],
                    service: Service, idempotency_key: IdempotencyKey = None) -> JobView:
-    made, replayed = once(request, service, idempotency_key, [form_fields(form)], lambda: Made(
-        "job", service.restore_chosen(job_id, form.indices(), form.options(), owner=current_caller(request).owner).id))
+    caller = current_caller(request)
+
+    def make() -> Made:
+        webhook = service.webhook(form.webhook, form.webhook_events, own_secret=caller.kind == "key")
+        return Made("job", service.restore_chosen(job_id, form.indices(), form.options(), owner=caller.owner,
+                                                  webhook=webhook).id)
+
+    made, replayed = once(request, service, idempotency_key, [form_fields(form)], make)
     accepted(response, f"/api/jobs/{made}", replayed)
     return view(service, service.get(made))
 
