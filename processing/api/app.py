@@ -25,6 +25,7 @@ from .deps import owner_check
 from .gate import AccessGate
 from .middleware import BodyLimit, SecurityHeaders
 from .routes import batches, jobs, meta, webhooks
+from .submissions import WaitingRoom
 
 # Multipart framing adds a little to the files themselves.
 _FRAMING = 64 * 1024
@@ -55,6 +56,7 @@ def create_app(settings: Settings, storage: Storage | None = None) -> FastAPI:
     )
     app.state.service = JobService(settings, storage)
     app.state.settings = settings
+    app.state.waiting_room = WaitingRoom(settings.max_waiting_requests)
 
     app.add_middleware(BodyLimit, limits=[("/api/batches", settings.max_batch_bytes + _FRAMING),
                                           ("/", settings.max_upload_bytes + _FRAMING)])
@@ -65,8 +67,8 @@ def create_app(settings: Settings, storage: Storage | None = None) -> FastAPI:
             CORSMiddleware,
             allow_origins=list(settings.cors_origins),
             allow_methods=["GET", "POST", "DELETE"],
-            allow_headers=["Content-Type", "X-API-Key"],
-            expose_headers=["Location", "Retry-After"],
+            allow_headers=["Content-Type", "X-API-Key", "Idempotency-Key", "Prefer"],
+            expose_headers=["Location", "Retry-After", "Idempotent-Replayed", "Preference-Applied", "Content-Location"],
         )
     app.add_middleware(SecurityHeaders)
     errors.install(app)
@@ -99,6 +101,11 @@ def _openapi(app: FastAPI, settings: Settings) -> dict[str, Any]:
     """FastAPI's description, then what it cannot derive from the routes."""
     if app.openapi_schema is None:
         schema = FastAPI.openapi(app)
+        callbacks = [call for path in schema["paths"].values() for operation in path.values()
+                     for callback in operation.get("callbacks", {}).values()
+                     for described in callback.values() for call in described.values()]
+        for operation in callbacks:  # the receiver's side: what it answers is any 2xx
+            operation["responses"].pop("422", None)
         for path in schema["paths"].values():
             for operation in path.values():
                 # FastAPI adds a 422 with its own body to every operation with parameters; this API

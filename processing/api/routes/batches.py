@@ -14,7 +14,10 @@ from ..deps import charge_extra, current_caller, get_service
 from ..errors import POLL_SECONDS
 from ..submissions import IdempotencyKey, accepted, form_fields, once
 from ..schemas import BatchSubmission, BatchView, batch_view_of
-from .contract import ACCEPTED_HEADERS, GATE, IN_USE, NOT_FOUND, SUBMISSION, BatchId, error, header, links_to, retry_after
+from .contract import (
+    ACCEPTED_HEADERS, GATE, IN_USE, NOT_FOUND, SUBMISSION, BatchId, batch_event, error, header, links_to, retry_after,
+    webhook_callbacks,
+)
 
 router = APIRouter(prefix="/api/batches", tags=["batches"])
 Service = Annotated[JobService, Depends(get_service)]
@@ -27,7 +30,7 @@ READ = {**GATE, **NOT_FOUND}
           "links": {**links_to(("get_batch", "get_batch_results", "delete_batch"), "batch_id"),
                     **links_to(("get_job",), "job_id", "$response.body#/jobs/0/id")}},
     **GATE, **SUBMISSION, **IN_USE,
-}, summary="Submit several photos (or a zip) with the same options: one job each")
+}, callbacks=webhook_callbacks("submit_batch", batch_event), summary="Submit several photos (or a zip) with the same options: one job each")
 def submit_batch(request: Request, response: Response, form: Annotated[BatchSubmission, File()], service: Service,
                  idempotency_key: IdempotencyKey = None) -> BatchView:
     files = [(f.filename or "", f.file.read(service.settings.max_batch_bytes + 1)) for f in form.files]
