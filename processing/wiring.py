@@ -69,13 +69,14 @@ def mark_poisoned(body: bytes | str) -> str | None:
 
 
 def housekeeping() -> None:
-    """The timer's round: purge expired jobs, re-enqueue jobs whose message was lost, top
-    up stalled batches, drop idle rate-limit rows."""
+    """The timer's round: purge expired jobs, re-enqueue jobs (and webhook deliveries) whose
+    message was lost, top up stalled batches, drop idle rate-limit rows."""
     from .access.ratelimit import purge_idle_buckets
 
     service = job_service()
     service.purge_expired()
     service.requeue_stale()
+    webhooks().requeue_stale()
     purge_idle_buckets(service.settings, service.storage)
 
 

@@ -118,6 +118,10 @@ class JobHandler:
             if current is not None and not current.terminal and current.lease_until is not None:
                 wait = (current.lease_until - utcnow()).total_seconds()
                 return Outcome("busy", "another worker holds the job", retry_after=max(1.0, wait + 1))
+            if current is not None and self.webhooks:
+                # A worker that died between ending the job and scheduling its webhook left the
+                # message to come back: scheduling is once per event, so this is safe to repeat.
+                self.webhooks.job_ended(job_id)
             return Outcome("skipped", "already finished")
 
         log.info("job %s: attempt %d on %s", job_id, job.attempts, self.worker_id)

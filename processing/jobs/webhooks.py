@@ -281,6 +281,13 @@ class Deliveries:
             parameters={"subject": subject, "first": ROW_PREFIX, "past": ROW_PREFIX[:-1] + "."})
         return sorted((_from_row(row) for row in rows), key=lambda delivery: delivery.created_at)
 
+    def unfinished(self) -> list[Delivery]:
+        """Every delivery still to be made (pending, or waiting for a retry), of every job."""
+        rows = self.table.query_entities(
+            "RowKey ge @first and RowKey lt @past and (status eq @pending or status eq @retrying )",
+            parameters={"first": ROW_PREFIX, "past": ROW_PREFIX[:-1] + ".", "pending": PENDING, "retrying": RETRYING})
+        return [_from_row(row) for row in rows]
+
     def delete_of(self, subject: str) -> None:
         for delivery in self.of(subject):
             try:
@@ -361,6 +368,19 @@ class Webhooks:
             return False
         self.storage.webhooks_queue.send_message(encode_message(subject, event))
         return True
+
+    def requeue_stale(self, grace: timedelta = timedelta(minutes=10)) -> int:
+        """The timer's sweep: a delivery whose message was lost (its process died between
+        writing the row and sending the message, or between an attempt and its retry's
+        message) is sent again once it is ``grace`` overdue. A duplicate message costs at
+        most a duplicate call, with the same webhook-id."""
+        overdue = utcnow() - grace
+        stale = [d for d in self.deliveries.unfinished() if (d.next_attempt_at or d.created_at) < overdue]
+        for delivery in stale:
+            self.storage.webhooks_queue.send_message(encode_message(delivery.subject, delivery.event))
+        if stale:
+            log.warning("re-sent %d webhook deliveries whose message was lost", len(stale))
+        return len(stale)
 
     # -- delivering (one message: one attempt) ------------------------------------------
 

@@ -307,3 +307,51 @@ def test_delivery_rows_are_removed_with_their_job(client, storage, settings):
     webhooks.deliveries.create(Delivery(subject=job_id, event="completed", kind="job", url="https://x.test/", owner=""))
     assert client.delete(f"/api/jobs/{job_id}").status_code == 204
     assert webhooks.deliveries.of(job_id) == []
+
+
+# -- nothing lost when a process dies between two steps -----------------------------------
+
+
+def test_a_message_lost_after_the_row_was_written_is_sent_again_by_the_timer(settings, storage, receiver):
+    hook = receiver()
+    webhooks = make_webhooks(settings.with_changes(webhook_secret=SERVICE_SECRET, webhook_allow_private=True), storage)
+    from datetime import timedelta
+
+    from processing.jobs.records import Job, utcnow
+
+    old, new = Job(id="e1" * 16, webhook=hook.url), Job(id="e2" * 16, webhook=hook.url)
+    for job in (old, new):
+        webhooks.jobs.create(job)
+    # Rows written, messages never sent (the process died in between); one of them long ago.
+    webhooks.deliveries.create(Delivery(subject=old.id, event="completed", kind="job", url=hook.url, owner="",
+                                        created_at=utcnow() - timedelta(minutes=11)))
+    webhooks.deliveries.create(Delivery(subject=new.id, event="completed", kind="job", url=hook.url, owner=""))
+    assert webhooks.requeue_stale() == 1
+    (message,) = storage.webhooks_queue.receive_messages(max_messages=5)
+    assert webhooks.deliver(message.content) == "delivered"
+    assert verified(SERVICE_SECRET, *hook.calls[0])["id"] == old.id
+    assert webhooks.requeue_stale() == 0  # delivered: nothing more to send; the new one is not overdue yet
+
+
+def test_a_job_that_ended_without_its_webhook_gets_it_from_the_redelivered_message(settings, storage, engine,
+                                                                                   astronaut_png):
+    """A worker that ended the job and died before scheduling its webhook left the job's message
+    to come back: the next delivery finds the job finished and schedules the call (once)."""
+    from processing.jobs.options import JobOptions
+    from processing.jobs.service import JobService
+    from processing.jobs.webhooks import WebhookRequest
+    from processing.storage import encode_job_message
+    from processing.worker import JobHandler
+
+    local = settings.with_changes(webhook_secret=SERVICE_SECRET, webhook_allow_private=True)
+    job = JobService(local, storage).submit(astronaut_png, "me.png", JobOptions(blend_mask="box"),
+                                            webhook=WebhookRequest("http://127.0.0.1:9/hook", ("completed",)))
+    message = encode_job_message(job.id)
+    assert JobHandler(local, storage, lambda: engine).handle_message(message).status == "succeeded"  # no webhooks
+    webhooks = make_webhooks(local, storage)
+    again = JobHandler(local, storage, lambda: engine, webhooks=webhooks)
+    assert again.handle_message(message).status == "skipped"
+    assert again.handle_message(message).status == "skipped"
+    (delivery,) = webhooks.deliveries.of(job.id)
+    assert (delivery.event, delivery.status) == ("completed", "pending")
+    assert len(storage.webhooks_queue.peek_messages(max_messages=5)) == 1
