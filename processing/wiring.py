@@ -41,7 +41,7 @@ def make_webhooks(settings, store: Storage, context=None):
 
     keys = ApiKeys(store.tables.get_table_client(settings.api_keys_table))
     service = JobService(settings, store)
-    return Webhooks(settings, store, lambda owner: signing_secret(owner, keys, settings.webhook_secret),
+    return Webhooks(service, lambda owner: signing_secret(owner, keys, settings.webhook_secret),
                     lambda kind, subject: webhook_body(service, kind, subject), context)
 
 

@@ -34,7 +34,7 @@ import ssl
 import time
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import urlsplit
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
@@ -42,9 +42,12 @@ from azure.data.tables import TableClient, UpdateMode
 
 from ..config import Settings, secret_bytes
 from ..storage import Storage
-from .batches import BatchNotFound, BatchRepository
+from .batches import BatchNotFound
 from .options import InvalidOption
-from .records import TERMINAL, Job, JobNotFound, JobRepository, utcnow
+from .records import TERMINAL, Job, JobNotFound, utcnow
+
+if TYPE_CHECKING:  # the service builds on this module (deliveries, checks); this one only uses its repositories
+    from .service import JobService
 
 log = logging.getLogger(__name__)
 
@@ -316,14 +319,11 @@ class Webhooks:
     view as GET answers it, None when it is gone. Both come from the entry points, which know
     the API's views and the key table."""
 
-    def __init__(self, settings: Settings, storage: Storage, secret_for: Callable[[str], str | None],
+    def __init__(self, service: JobService, secret_for: Callable[[str], str | None],
                  render: Callable[[str, str], bytes | None], context: ssl.SSLContext | None = None):
-        self.settings = settings
-        self.storage = storage
-        table = storage.tables.get_table_client(settings.jobs_table)
-        self.jobs = JobRepository(table)
-        self.batches = BatchRepository(table)
-        self.deliveries = Deliveries(table)
+        self.settings: Settings = service.settings
+        self.storage: Storage = service.storage
+        self.jobs, self.batches, self.deliveries = service.jobs, service.batches, service.deliveries
         self.secret_for = secret_for
         self.render = render
         self.context = context  # the TLS trust a test puts in; the system's otherwise
