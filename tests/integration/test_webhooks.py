@@ -174,16 +174,20 @@ def test_a_batch_calls_once_when_it_ends_and_per_job_when_asked(stack, receiver,
     hook = receiver()
     files = [("files", ("a.png", astronaut_png)), ("files", ("b.png", astronaut_png))]
     batch = httpx.post(f"{stack.url}/api/batches", files=files, timeout=60, data={
-        "blend_mask": "box", "webhook": hook.url, "webhook_events": "completed,job_completed"}).json()
-    hook.wait_for(3)
+        "blend_mask": "box", "webhook": hook.url, "webhook_events": "start,completed,job_completed"}).json()
+    assert batch["webhook"]["events"] == ["start", "completed", "job_completed"]
+    hook.wait_for(4)
     time.sleep(1.5)  # nothing more comes
     bodies = [verified(SERVICE_SECRET, headers, body) for headers, body in hook.calls]
-    assert len(bodies) == 3
+    assert len(bodies) == 4
     jobs = sorted(body["id"] for body in bodies if "status" in body)
     assert jobs == sorted(job["id"] for job in batch["jobs"])
-    (whole,) = [body for body in bodies if "total" in body]
-    assert whole["id"] == batch["id"] and whole["done"] and whole["counts"]["succeeded"] == 2
-    assert bodies[-1] is whole  # the batch's call comes once its last job has ended
+    start, whole = [body for body in bodies if "total" in body]  # the batch's own: its start, then its end
+    assert start["id"] == whole["id"] == batch["id"]
+    assert whole["done"] and whole["counts"]["succeeded"] == 2
+    assert bodies[-1] is whole  # the batch's end is called once its last job has ended
+    view = httpx.get(f"{stack.url}/api/batches/{batch['id']}", timeout=10).json()["webhook"]["deliveries"]
+    assert sorted((d["event"], d["status"]) for d in view) == [("completed", "delivered"), ("start", "delivered")]
 
 
 def test_restoring_chosen_faces_takes_a_webhook(stack, receiver, astronaut_png):
