@@ -25,6 +25,12 @@ def fail_poisoned_job(msg: func.QueueMessage) -> None:
     logging.warning("poison message %s: job %s marked failed", msg.id, job_id)
 
 
+@app.queue_trigger(arg_name="msg", queue_name="%WEBHOOKS_QUEUE%", connection="AzureWebJobsStorage")
+def deliver_webhook(msg: func.QueueMessage) -> None:
+    # One attempt; a failed one is retried by a later message the delivery sends itself.
+    logging.info("webhook message %s: %s", msg.id, wiring.deliver_webhook(msg.get_body()))
+
+
 @app.timer_trigger(schedule="0 */5 * * * *", arg_name="timer", run_on_startup=False, use_monitor=False)
 def purge_expired_jobs(timer: func.TimerRequest) -> None:
     wiring.housekeeping()

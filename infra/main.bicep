@@ -121,6 +121,10 @@ param maxPixels int = 40000000
 @description('Jobs waiting in the queue beyond which new uploads are refused with 503.')
 param maxQueueDepth int = 500
 
+@secure()
+@description('WEBHOOK_SECRET (whsec_ + base64): signs the webhooks of jobs submitted without an API key. Empty: only API keys (each with its own secret) get webhooks.')
+param webhookSecret string = ''
+
 param tags object = {
   app: 'face-restore'
 }
@@ -151,6 +155,7 @@ var names = {
 }
 
 var jobsQueue = 'restore-jobs'
+var webhooksQueue = 'restore-webhooks'
 var jobsTable = 'jobs'
 var uploadsContainer = 'uploads'
 var resultsContainer = 'results'
@@ -198,6 +203,7 @@ module storage 'modules/storage.bicep' = {
     uploadsContainer: uploadsContainer
     resultsContainer: resultsContainer
     jobsQueue: jobsQueue
+    webhooksQueue: webhooksQueue
     jobsTable: jobsTable
     workspaceId: monitoring.outputs.workspaceId
     tags: allTags
@@ -297,6 +303,10 @@ var appSettings = [
   {
     name: 'JOBS_QUEUE'
     value: jobsQueue
+  }
+  {
+    name: 'WEBHOOKS_QUEUE'
+    value: webhooksQueue
   }
   {
     name: 'JOBS_TABLE'
@@ -406,6 +416,8 @@ module containerApps 'modules/hosting-containerapps.bicep' = if (deployApp && (h
     appInsightsName: monitoring.outputs.appInsightsName
     storageAccountName: storage.outputs.name
     jobsQueue: jobsQueue
+    webhooksQueue: webhooksQueue
+    webhookSecret: webhookSecret
     tags: allTags
     appTags: {
       'azd-service-name': azdServiceName
@@ -425,7 +437,12 @@ module premium 'modules/hosting-premium.bicep' = if (deployApp && (hosting == 'p
     appIdentityId: identity.outputs.appIdentityId
     appIdentityClientId: identity.outputs.appIdentityClientId
     maxInstances: maxInstances
-    appSettings: appSettings
+    appSettings: empty(webhookSecret) ? appSettings : concat(appSettings, [
+      {
+        name: 'WEBHOOK_SECRET'
+        value: webhookSecret
+      }
+    ])
     appInsightsName: monitoring.outputs.appInsightsName
     tags: allTags
   }

@@ -46,7 +46,7 @@ def cmd_serve(args) -> int:
 def cmd_worker(args) -> int:
     from . import wiring
     from .engine.store import ModelsError
-    from .worker import PollingWorker
+    from .worker import PollingWorker, WebhookPoller
 
     settings = get_settings()
     wiring.storage().ensure_resources()
@@ -57,11 +57,15 @@ def cmd_worker(args) -> int:
         print(f"worker not started: {error}", file=sys.stderr)
         return 2
     worker = PollingWorker(settings, wiring.storage(), handler)
+    deliverer = WebhookPoller(settings, wiring.storage(), wiring.webhooks())
     # SIGTERM (container stop, Ctrl-C): finish the job in hand, then exit.
-    signal.signal(signal.SIGTERM, lambda *_: worker.stop())
-    signal.signal(signal.SIGINT, lambda *_: worker.stop())
-    logging.info("worker %s polling queue %s", handler.worker_id, settings.jobs_queue)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: (worker.stop(), deliverer.stop()))
+    logging.info("worker %s polling queues %s and %s", handler.worker_id, settings.jobs_queue, settings.webhooks_queue)
+    if not args.once:
+        deliverer.start()
     worker.run(max_messages=1 if args.once else None)
+    deliverer.stop()
     return 0
 
 

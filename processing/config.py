@@ -7,7 +7,9 @@ a running process's back.
 
 from __future__ import annotations
 
+import base64
 import os
+import secrets
 from dataclasses import dataclass, field, fields, replace
 from functools import lru_cache
 from pathlib import Path
@@ -27,6 +29,23 @@ def azurite_connection_string(host: str = "127.0.0.1", blob: int = 10000, queue:
         f"QueueEndpoint=http://{host}:{queue}/{AZURITE_ACCOUNT};"
         f"TableEndpoint=http://{host}:{table}/{AZURITE_ACCOUNT};"
     )
+
+
+def secret_bytes(secret: str) -> bytes | None:
+    """A Standard Webhooks secret's key: the base64 after ``whsec_``; None unless it is one
+    of at least 24 bytes (192 bits)."""
+    if not secret.startswith("whsec_"):
+        return None
+    try:
+        key = base64.b64decode(secret[len("whsec_"):], validate=True)
+    except ValueError:
+        return None
+    return key if len(key) >= 24 else None
+
+
+def new_secret() -> str:
+    """A fresh Standard Webhooks secret: whsec_ and 256 random bits in base64."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
 class SettingsError(ValueError):
@@ -151,6 +170,22 @@ class Settings:
     storage_retry_total: int = field(default=3, metadata={"env": "STORAGE_RETRY_TOTAL"})
     storage_retry_backoff: float = field(default=0.5, metadata={"env": "STORAGE_RETRY_BACKOFF_SECONDS"})
 
+    # Webhooks (processing/jobs/webhooks.py): delivered from a queue of their own, signed per
+    # Standard Webhooks. WEBHOOK_SECRET (whsec_ + base64) signs calls for callers without an API
+    # key (a key's calls are signed with that key's own secret); without it, only key holders
+    # may ask for webhooks. WEBHOOK_ALLOW_PRIVATE lets local development post to http:// and to
+    # loopback and private addresses, which are refused otherwise (server-side request forgery).
+    webhooks_queue: str = field(default="restore-webhooks", metadata={"env": "WEBHOOKS_QUEUE"})
+    webhook_secret: str = field(default="", metadata={"env": "WEBHOOK_SECRET"})
+    webhook_allow_private: bool = field(default=False, metadata={"env": "WEBHOOK_ALLOW_PRIVATE"})
+    # Seconds before each retry of a failed delivery: five tries over about an hour.
+    webhook_retry_seconds: tuple[str, ...] = field(default=("30", "120", "600", "2700"),
+                                                   metadata={"env": "WEBHOOK_RETRY_SECONDS"})
+    webhook_timeout_seconds: float = field(default=5.0, metadata={"env": "WEBHOOK_TIMEOUT_SECONDS"})
+    # Prefer: wait=N holds a submission open (without a thread) until its job ends; at most this
+    # many at once per instance, beyond which such a request gets 503 + Retry-After.
+    max_waiting_requests: int = field(default=100, metadata={"env": "MAX_WAITING_REQUESTS"})
+
     # Batches.
     max_batch_files: int = field(default=50, metadata={"env": "MAX_BATCH_FILES"})
     max_batch_bytes: int = field(default=200 * 1024 * 1024, metadata={"env": "MAX_BATCH_BYTES"})
@@ -172,6 +207,24 @@ class Settings:
         for name in ("rate_limit_burst", "rate_limit_reads_burst"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{_env_name(name)} must be at least 1")
+        if self.max_waiting_requests < 0 or self.webhook_timeout_seconds <= 0:
+            raise SettingsError("MAX_WAITING_REQUESTS must be >= 0, WEBHOOK_TIMEOUT_SECONDS > 0")
+        try:
+            if any(seconds < 0 for seconds in self.webhook_retry_delays):
+                raise ValueError
+        except ValueError:
+            raise SettingsError("WEBHOOK_RETRY_SECONDS must be whole seconds >= 0, separated by commas") from None
+        if self.webhook_secret and self.webhook_secret_bytes is None:
+            raise SettingsError("WEBHOOK_SECRET must be whsec_ followed by base64 (at least 24 bytes)")
+
+    @property
+    def webhook_retry_delays(self) -> tuple[int, ...]:
+        return tuple(int(seconds) for seconds in self.webhook_retry_seconds)
+
+    @property
+    def webhook_secret_bytes(self) -> bytes | None:
+        """The service secret's key bytes (the base64 after ``whsec_``), None when unset or malformed."""
+        return secret_bytes(self.webhook_secret)
 
     @property
     def models_dir(self) -> Path:

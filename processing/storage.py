@@ -125,6 +125,11 @@ class Storage:
     def poison_queue(self) -> QueueClient:
         return self.queue(self.settings.poison_queue)
 
+    @cached_property
+    def webhooks_queue(self) -> QueueClient:
+        """Webhook deliveries: a queue of their own, so a slow receiver never delays a job."""
+        return self.queue(self.settings.webhooks_queue)
+
     def container(self, name: str):
         return self.blobs.get_container_client(name)
 
@@ -164,7 +169,7 @@ class Storage:
         In Azure the Bicep template creates them and this is a no-op."""
         for name in (self.settings.uploads_container, self.settings.results_container):
             _ignore_exists(self.container(name).create_container)
-        for client in (self.jobs_queue, self.poison_queue):
+        for client in (self.jobs_queue, self.poison_queue, self.webhooks_queue):
             _ignore_exists(client.create_queue)
         self.tables.create_table_if_not_exists(self.settings.jobs_table)
 

@@ -24,7 +24,30 @@ def job_handler():
     from .worker import JobHandler
 
     settings = get_settings()
-    return JobHandler(settings, storage(), lambda: Engine.from_settings(settings))
+    return JobHandler(settings, storage(), lambda: Engine.from_settings(settings), webhooks=webhooks())
+
+
+@lru_cache(maxsize=1)
+def webhooks():
+    return make_webhooks(get_settings(), storage())
+
+
+def make_webhooks(settings, store: Storage, context=None):
+    """The webhooks of a worker process: signed with the owner's key's secret or the service's,
+    with the API's own view of the job or batch as the body."""
+    from .access.keys import ApiKeys, signing_secret
+    from .api.schemas import webhook_body
+    from .jobs.service import JobService
+    from .jobs.webhooks import Webhooks
+
+    keys = ApiKeys(store.tables.get_table_client(settings.api_keys_table))
+    service = JobService(settings, store)
+    return Webhooks(service, lambda owner: signing_secret(owner, keys, settings.webhook_secret),
+                    lambda kind, subject: webhook_body(service, kind, subject), context)
+
+
+def deliver_webhook(body: bytes | str) -> str:
+    return webhooks().deliver(body)
 
 
 @lru_cache(maxsize=1)
@@ -64,17 +87,18 @@ def http_app():
 def mark_poisoned(body: bytes | str) -> str | None:
     from .worker import mark_poisoned
 
-    return mark_poisoned(get_settings(), storage(), body)
+    return mark_poisoned(get_settings(), storage(), body, webhooks())
 
 
 def housekeeping() -> None:
-    """The timer's round: purge expired jobs, re-enqueue jobs whose message was lost, top
-    up stalled batches, drop idle rate-limit rows."""
+    """The timer's round: purge expired jobs, re-enqueue jobs (and webhook deliveries) whose
+    message was lost, top up stalled batches, drop idle rate-limit rows."""
     from .access.ratelimit import purge_idle_buckets
 
     service = job_service()
     service.purge_expired()
     service.requeue_stale()
+    webhooks().requeue_stale()
     purge_idle_buckets(service.settings, service.storage)
 
 

@@ -31,6 +31,7 @@ from .jobs.batches import feed
 from .jobs.blobs import before_blob_name, face_blob_name, job_prefix, result_blob_name
 from .jobs.options import JobOptions
 from .jobs.records import SUCCEEDED, Job, JobNotFound, JobRepository, LeaseLost, utcnow
+from .jobs.webhooks import Webhooks
 from .storage import Storage, decode_job_message
 
 log = logging.getLogger(__name__)
@@ -57,8 +58,10 @@ class JobHandler:
     """Runs one job end to end. The engine is created once and kept for the life of the
     process: as the process starts (``load_engine``), or else by the first job."""
 
-    def __init__(self, settings: Settings, storage: Storage, engine_factory: Callable[[], object], worker_id: str | None = None):
+    def __init__(self, settings: Settings, storage: Storage, engine_factory: Callable[[], object], worker_id: str | None = None,
+                 webhooks: Webhooks | None = None):
         self.settings = settings
+        self.webhooks = webhooks  # the calls a job asked for when it starts and ends
         self.storage = storage
         self.jobs = JobRepository(storage.tables.get_table_client(settings.jobs_table))
         self._engine_factory = engine_factory
@@ -127,15 +130,24 @@ class JobHandler:
             if current is not None and not current.terminal and current.lease_until is not None:
                 wait = (current.lease_until - utcnow()).total_seconds()
                 return Outcome("busy", "another worker holds the job", retry_after=max(1.0, wait + 1))
+            if current is not None and self.webhooks:
+                # A worker that died between ending the job and scheduling its webhook left the
+                # message to come back: scheduling is once per event, so this is safe to repeat.
+                self.webhooks.job_ended(job_id)
             return Outcome("skipped", "already finished")
 
         log.info("job %s: attempt %d on %s", job_id, job.attempts, self.worker_id)
         if job.attempts == 1:  # a retry's wait is the lease running out, not the queue
             telemetry.QUEUE_WAIT.record(max(0.0, (utcnow() - (enqueued_at or job.created_at)).total_seconds()))
+        if self.webhooks:  # on every claim: a takeover sends the start its predecessor may not have
+            self.webhooks.job_started(job)
         outcome = self._attempt(job, dequeue_count)
-        if job.batch_id and outcome.status in ("succeeded", "failed"):
-            # This job's slot in the queue is free: the batch's next image takes it.
-            feed(self.jobs, self.storage.enqueue_job, job.batch_id, self.settings.batch_window)
+        if outcome.status in ("succeeded", "failed"):
+            if job.batch_id:
+                # This job's slot in the queue is free: the batch's next image takes it.
+                feed(self.jobs, self.storage.enqueue_job, job.batch_id, self.settings.batch_window)
+            if self.webhooks:
+                self.webhooks.job_ended(job_id)
         return outcome
 
     def _attempt(self, job: Job, dequeue_count: int) -> Outcome:
@@ -328,7 +340,7 @@ class _HeldJob:
                 log.warning("job %s: lease renewal failed (%s); retrying", self.job.id, error.__class__.__name__)
 
 
-def mark_poisoned(settings: Settings, storage: Storage, body: bytes | str) -> str | None:
+def mark_poisoned(settings: Settings, storage: Storage, body: bytes | str, webhooks: Webhooks | None = None) -> str | None:
     """A message the queue gave up on: its job (if any) ends failed, never stuck, and a batch
     job's place in the queue goes to the batch's next image."""
     try:
@@ -342,6 +354,8 @@ def mark_poisoned(settings: Settings, storage: Storage, body: bytes | str) -> st
         job = repo.fail(job_id, "processing_failed", "the job could not be processed after several attempts")
         if job is not None and job.batch_id:
             feed(repo, storage.enqueue_job, job.batch_id, settings.batch_window)
+        if job is not None and webhooks:
+            webhooks.job_ended(job_id)
     return job_id
 
 
@@ -384,7 +398,7 @@ class PollingWorker:
 
     def process(self, message) -> Outcome | None:
         if message.dequeue_count > self.settings.max_dequeue_count:
-            mark_poisoned(self.settings, self.storage, message.content)
+            mark_poisoned(self.settings, self.storage, message.content, self.handler.webhooks)
             self.storage.poison_queue.send_message(message.content)
             self._delete(message)
             return None
@@ -424,6 +438,44 @@ def _job_id_of(body) -> str:
         return decode_job_message(body).job_id
     except ValueError:
         return ""  # not our message: the handler drops it
+
+
+class WebhookPoller(threading.Thread):
+    """Delivers webhooks beside the polling worker, from their own queue, so a slow receiver
+    never holds a job up. One attempt per message; Webhooks.deliver sends the retry."""
+
+    def __init__(self, settings: Settings, storage: Storage, webhooks: Webhooks):
+        super().__init__(daemon=True, name="webhooks")
+        self.settings = settings
+        self.queue = storage.webhooks_queue
+        self.webhooks = webhooks
+        # Long enough for one attempt (connect and read timeouts) and its bookkeeping.
+        self.visibility = int(2 * settings.webhook_timeout_seconds) + 30
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                message = next(iter(self.queue.receive_messages(max_messages=1, visibility_timeout=self.visibility)), None)
+                if message is None:
+                    self._stop.wait(self.settings.worker_poll_seconds)
+                    continue
+                if message.dequeue_count <= MAX_WEBHOOK_DEQUEUES:
+                    self.webhooks.deliver(message.content)
+                else:
+                    log.error("webhook message %s failed %d times; dropped", message.id, message.dequeue_count - 1)
+                self.queue.delete_message(message.id, message.pop_receipt)
+            except Exception as error:  # noqa: BLE001  (storage trouble: the message comes back)
+                log.warning("webhook delivery interrupted (%s); retrying", error.__class__.__name__)
+                self._stop.wait(min(5.0, self.settings.worker_poll_seconds * 5))
+
+
+# A webhook message whose delivery itself kept failing (storage, a bug) this often is dropped
+# (the Functions host's maxDequeueCount does the same under the queue trigger).
+MAX_WEBHOOK_DEQUEUES = 5
 
 
 class _VisibilityKeeper(threading.Thread):

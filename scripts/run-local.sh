@@ -79,6 +79,15 @@ else
 fi
 .venv/bin/python -m processing.checkpoints export --dir "$WEIGHTS_DIR" | sed -u 's/^/[export] /'
 
+# Webhooks: local development may call http://127.0.0.1:... (refused everywhere else), signed
+# with a secret kept across runs in .run/webhook-secret (GET /api/webhooks/secret answers it).
+export WEBHOOK_ALLOW_PRIVATE=${WEBHOOK_ALLOW_PRIVATE:-true}
+if [ -z "${WEBHOOK_SECRET:-}" ]; then
+  [ -s .run/webhook-secret ] || .venv/bin/python -c "from processing.config import new_secret; print(new_secret())" > .run/webhook-secret
+  WEBHOOK_SECRET=$(cat .run/webhook-secret)
+  export WEBHOOK_SECRET
+fi
+
 start worker .venv/bin/python -m processing worker
 echo "run: the page and API are at http://127.0.0.1:$PORT/  (API reference: http://127.0.0.1:$PORT/docs)"
 start api .venv/bin/python -m processing serve --port "$PORT"

@@ -191,6 +191,7 @@ def isolated_settings(azurite: Azurite, standin_weights: Path, **overrides) -> S
     return Settings(
         storage_connection_string=azurite.connection_string,
         jobs_queue=unique_name("jobs-"),
+        webhooks_queue=unique_name("hooks-"),
         jobs_table=unique_name("jobs"),
         uploads_container=unique_name("uploads-"),
         results_container=unique_name("results-"),
@@ -265,6 +266,7 @@ def env_for(settings: Settings, **extra: str) -> dict[str, str]:
     env.update(
         AzureWebJobsStorage=settings.storage_connection_string,
         JOBS_QUEUE=settings.jobs_queue,
+        WEBHOOKS_QUEUE=settings.webhooks_queue,
         JOBS_TABLE=settings.jobs_table,
         UPLOADS_CONTAINER=settings.uploads_container,
         RESULTS_CONTAINER=settings.results_container,

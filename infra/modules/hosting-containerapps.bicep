@@ -40,6 +40,11 @@ param appInsightsName string
 
 param storageAccountName string
 param jobsQueue string
+param webhooksQueue string
+
+@secure()
+@description('WEBHOOK_SECRET, kept as a Container Apps secret; empty: none.')
+param webhookSecret string = ''
 
 @description('Port the Functions host listens on inside the image (ASPNETCORE_URLS in the Dockerfile).')
 param targetPort int = 8080
@@ -135,6 +140,12 @@ resource app 'Microsoft.App/containerApps@2025-07-01' = {
           identity: appIdentityId
         }
       ]
+      secrets: empty(webhookSecret) ? [] : [
+        {
+          name: 'webhook-secret'
+          value: webhookSecret
+        }
+      ]
     }
     template: {
       // A replica told to stop (scale-in, new revision, restart) gets SIGTERM. The Functions
@@ -162,6 +173,11 @@ resource app 'Microsoft.App/containerApps@2025-07-01' = {
             {
               name: 'AzureFunctionsWebHost__hostid'
               value: hostId
+            }
+          ], empty(webhookSecret) ? [] : [
+            {
+              name: 'WEBHOOK_SECRET'
+              secretRef: 'webhook-secret'
             }
           ])
           probes: [
@@ -217,6 +233,21 @@ resource app 'Microsoft.App/containerApps@2025-07-01' = {
                 queueName: jobsQueue
                 queueLength: '1'
                 queueLengthStrategy: 'all'
+              }
+            }
+          }
+          {
+            // Webhook retries wait invisible for up to 45 minutes: only a visible one (due now)
+            // needs a replica to deliver it.
+            name: 'restore-webhooks-queue'
+            custom: {
+              type: 'azure-queue'
+              identity: appIdentityId
+              metadata: {
+                accountName: storageAccountName
+                queueName: webhooksQueue
+                queueLength: '1'
+                queueLengthStrategy: 'visibleonly'
               }
             }
           }

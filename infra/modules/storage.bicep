@@ -26,6 +26,9 @@ param resultsContainer string = 'results'
 @description('Queue carrying {"job_id": ...} messages to the worker.')
 param jobsQueue string = 'restore-jobs'
 
+@description('Queue of webhook deliveries (processing/jobs/webhooks.py).')
+param webhooksQueue string = 'restore-webhooks'
+
 @description('Table holding one row per job.')
 param jobsTable string = 'jobs'
 
@@ -134,6 +137,11 @@ resource jobs 'Microsoft.Storage/storageAccounts/queueServices/queues@2024-01-01
 resource jobsPoison 'Microsoft.Storage/storageAccounts/queueServices/queues@2024-01-01' = {
   parent: queueService
   name: '${jobsQueue}-poison'
+}
+
+resource webhooks 'Microsoft.Storage/storageAccounts/queueServices/queues@2024-01-01' = {
+  parent: queueService
+  name: webhooksQueue
 }
 
 resource tableService 'Microsoft.Storage/storageAccounts/tableServices@2024-01-01' = {

@@ -19,8 +19,11 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Iterator
 
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import TableClient, UpdateMode
+
+from ..config import new_secret
 
 KEY_PREFIX = "frk"
 PARTITION = "apikey"
@@ -123,6 +126,34 @@ class ApiKeys:
                 self._cache.clear()  # random keys cannot grow memory without bound
             self._cache[digest] = (now + self.cache_seconds, record)
         return record
+
+
+    def webhook_secret(self, key_id: str) -> str | None:
+        """The secret that signs this key's webhooks (whsec_...), made on first use and kept
+        on the key's row; None for an unknown key."""
+        self._ensure_table()
+        while True:
+            try:
+                row = self.table.get_entity(PARTITION, key_id)
+            except ResourceNotFoundError:
+                return None
+            if row.get("webhook_secret"):
+                return row["webhook_secret"]
+            row["webhook_secret"] = new_secret()
+            try:  # two first uses at once: one secret wins, and both answer with it
+                self.table.update_entity(row, mode=UpdateMode.MERGE, etag=row.metadata.get("etag"),
+                                         match_condition=MatchConditions.IfNotModified)
+            except ResourceModifiedError:
+                continue
+            return row["webhook_secret"]
+
+
+def signing_secret(owner: str, keys: ApiKeys, service_secret: str) -> str | None:
+    """Whose secret signs a job's webhooks: its API key's own (owner ``key:<id>``), else the
+    service's WEBHOOK_SECRET (anonymous and signed-in callers); None when there is none."""
+    if owner.startswith("key:"):
+        return keys.webhook_secret(owner[len("key:"):])
+    return service_secret or None
 
 
 def _record(row) -> ApiKey:

@@ -24,7 +24,8 @@ from . import errors
 from .deps import owner_check
 from .gate import AccessGate
 from .middleware import BodyLimit, HeadAsGet, SecurityHeaders
-from .routes import batches, jobs, meta
+from .routes import batches, jobs, meta, webhooks
+from .submissions import WaitingRoom
 
 # Multipart framing adds a little to the files themselves.
 _FRAMING = 64 * 1024
@@ -32,6 +33,7 @@ _FRAMING = 64 * 1024
 TAGS = [
     {"name": "jobs", "description": "One photo: submit it, poll it, fetch its images, delete it"},
     {"name": "batches", "description": "Several photos (or a zip) with the same options: one job each"},
+    {"name": "webhooks", "description": "The secret that signs the webhook calls (Standard Webhooks)"},
     {"name": "meta", "description": "Health and what the service offers"},
 ]
 API_KEY = {"type": "apiKey", "in": "header", "name": "X-API-Key",
@@ -54,6 +56,7 @@ def create_app(settings: Settings, storage: Storage | None = None) -> FastAPI:
     )
     app.state.service = JobService(settings, storage)
     app.state.settings = settings
+    app.state.waiting_room = WaitingRoom(settings.max_waiting_requests)
 
     app.add_middleware(BodyLimit, limits=[("/api/batches", settings.max_batch_bytes + _FRAMING),
                                           ("/", settings.max_upload_bytes + _FRAMING)])
@@ -64,15 +67,15 @@ def create_app(settings: Settings, storage: Storage | None = None) -> FastAPI:
             CORSMiddleware,
             allow_origins=list(settings.cors_origins),
             allow_methods=["GET", "POST", "DELETE"],
-            allow_headers=["Content-Type", "X-API-Key"],
-            expose_headers=["Location", "Retry-After"],
+            allow_headers=["Content-Type", "X-API-Key", "Idempotency-Key", "Prefer"],
+            expose_headers=["Location", "Retry-After", "Idempotent-Replayed", "Preference-Applied", "Content-Location"],
         )
     app.add_middleware(SecurityHeaders)
     app.add_middleware(HeadAsGet)  # outermost: everything inside sees the GET it answers
     errors.install(app)
     app.add_exception_handler(405, _method_not_allowed)
 
-    for router in (jobs.router, batches.router, meta.router):
+    for router in (jobs.router, batches.router, webhooks.router, meta.router):
         app.include_router(router)
     app.openapi = lambda: _openapi(app, settings)
     if settings.static_site_dir.is_dir():
@@ -99,14 +102,24 @@ def _openapi(app: FastAPI, settings: Settings) -> dict[str, Any]:
     """FastAPI's description, then what it cannot derive from the routes."""
     if app.openapi_schema is None:
         schema = FastAPI.openapi(app)
+        callbacks = [call for path in schema["paths"].values() for operation in path.values()
+                     for callback in operation.get("callbacks", {}).values()
+                     for described in callback.values() for call in described.values()]
+        for operation in callbacks:  # the receiver's side: what it answers is any 2xx
+            operation["responses"].pop("422", None)
         for path in schema["paths"].values():
             for operation in path.values():
                 # FastAPI adds a 422 with its own body to every operation with parameters; this API
                 # answers ErrorResponse, and only where a parameter can fail (the routes say so).
                 if "HTTPValidationError" in str(operation["responses"].get("422", "")):
                     del operation["responses"]["422"]
-                if set(operation.get("tags", ())) & {"jobs", "batches"}:
+                if set(operation.get("tags", ())) & {"jobs", "batches", "webhooks"}:
                     operation["security"] = [{}, {"ApiKey": []}]  # anonymous, or with a key
+                for parameter in operation.get("parameters", ()):
+                    # An optional header is absent or a string, never null (pydantic's anyOf).
+                    choices = parameter["schema"].pop("anyOf", None)
+                    if choices:
+                        parameter["schema"].update(next(c for c in choices if c.get("type") != "null"))
         components = schema["components"]
         for name in ("HTTPValidationError", "ValidationError"):
             components["schemas"].pop(name, None)

@@ -14,14 +14,18 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import telemetry
+from ..access.callers import AuthError
 from ..images.codec import ImageRejected
 from ..jobs.batches import BatchNotFound
+from ..jobs.idempotency import IdempotencyKeyInUse, IdempotencyKeyReused
 from ..jobs.options import InvalidOption
 from ..jobs.records import TERMINAL, JobNotFound
 from ..jobs.service import BatchNotReady, NotReady, ServiceBusy
+from ..jobs.webhooks import NoWebhookSecret
 
 log = logging.getLogger(__name__)
 POLL_SECONDS = 1  # what Retry-After tells a client polling an unfinished job
+WWW_AUTHENTICATE = 'ApiKey realm="face-restoration", header="X-API-Key"'
 
 
 def error_response(http_status: int, code: str, message: str, headers: dict[str, str] | None = None,
@@ -87,6 +91,17 @@ _HANDLERS = {
                                                        headers={"Retry-After": "2"}),
     ImageRejected: lambda request, exc: error_response(exc.status, exc.code, str(exc)),
     NotReady: _not_ready,
+    AuthError: lambda request, exc: error_response(
+        401, exc.code, str(exc), headers={"WWW-Authenticate": WWW_AUTHENTICATE}),
+    NoWebhookSecret: lambda request, exc: error_response(
+        404, "no_webhook_secret", "this service has no WEBHOOK_SECRET: webhooks are signed with an API key's own "
+        "secret, so ask with your key (X-API-Key)"),
+    IdempotencyKeyReused: lambda request, exc: error_response(
+        422, "idempotency_key_reused", "this Idempotency-Key was used in the last 24 hours for a different request; "
+        "use a new key for a new request", fields=[{"field": "Idempotency-Key", "message": "used for another request"}]),
+    IdempotencyKeyInUse: lambda request, exc: error_response(
+        409, "idempotency_key_in_use", "the first request with this Idempotency-Key is still being answered; "
+        "send it again shortly", headers={"Retry-After": "1"}),
     ServiceBusy: lambda request, exc: error_response(503, "busy", str(exc), headers={"Retry-After": str(exc.retry_after)}),
     AzureError: _storage_unavailable,
     Exception: _unexpected,

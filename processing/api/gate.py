@@ -28,12 +28,12 @@ from ..access.keys import ApiKeys
 from ..access.ratelimit import Bucket, Decision, LocalRateLimiter, RateLimiter, buckets
 from ..config import Settings
 from ..storage import Storage
-from .errors import error_response
+from .errors import WWW_AUTHENTICATE, error_response
 
 log = logging.getLogger(__name__)
 
 _WRITE_METHODS = {"POST", "PUT", "PATCH"}
-_READ_PREFIXES = ("/api/jobs", "/api/batches")
+_READ_PREFIXES = ("/api/jobs", "/api/batches", "/api/webhooks")
 
 
 class AccessGate:
@@ -74,8 +74,7 @@ class AccessGate:
         try:
             caller, decision = await run_in_threadpool(self.admit, headers, peer, bucket)
         except AuthError as error:
-            response = error_response(401, error.code, str(error),
-                                   {"WWW-Authenticate": 'ApiKey realm="face-restoration", header="X-API-Key"'})
+            response = error_response(401, error.code, str(error), {"WWW-Authenticate": WWW_AUTHENTICATE})
             return await response(scope, receive, send)
         except AzureError as error:
             log.warning("access check could not reach storage: %s", error.__class__.__name__)

@@ -11,9 +11,11 @@ from typing import Any, Literal
 from fastapi import UploadFile
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..jobs.batches import Batch, summary
+from ..jobs.batches import Batch, BatchNotFound, summary
 from ..jobs.options import JobOptions
-from ..jobs.records import Job
+from ..jobs.records import Job, JobNotFound
+from ..jobs.service import JobService
+from ..jobs.webhooks import BATCH_EVENTS, JOB_EVENTS, Delivery
 
 
 def _form_fields(schema: dict[str, Any]) -> None:
@@ -25,7 +27,36 @@ def _form_fields(schema: dict[str, Any]) -> None:
             prop.update(value)
 
 
-class JobSubmission(JobOptions):
+_WEBHOOK = {"webhook", "webhook_events"}
+
+
+def events_pattern(events: tuple[str, ...]) -> str:
+    name = f" *(?:{'|'.join(events)}) *"
+    return f"^{name}(?:,{name})*$"
+
+
+class WebhookFields(BaseModel):
+    """A webhook on a submission (Replicate's ``webhook`` and ``webhook_events_filter``)."""
+
+    webhook: str | None = Field(None, max_length=2048, description=(
+        "An https URL to POST the job to when the events below happen, signed per Standard Webhooks (headers "
+        "webhook-id, webhook-timestamp, webhook-signature; the secret from GET /api/webhooks/secret). It must resolve "
+        "to a public address (never loopback, private, link-local or metadata); redirects are not followed"),
+        json_schema_extra={"format": "uri"})
+    webhook_events: str | None = Field(None, description=(
+        "Comma-separated: start, completed (the default: completed)"), json_schema_extra={
+        "pattern": events_pattern(JOB_EVENTS)})
+
+    @field_validator("webhook_events")
+    @classmethod
+    def _events(cls, value: str | None) -> str | None:
+        allowed = BATCH_EVENTS if "files" in cls.model_fields else JOB_EVENTS
+        if value and not re.fullmatch(events_pattern(allowed)[1:-1], value):
+            raise ValueError(f"webhook_events must be some of {', '.join(allowed)}, separated by commas")
+        return value or None
+
+
+class JobSubmission(WebhookFields, JobOptions):
     """multipart/form-data: the image plus any options (all optional)."""
 
     model_config = ConfigDict(json_schema_extra=_form_fields)
@@ -33,7 +64,7 @@ class JobSubmission(JobOptions):
     file: UploadFile = Field(description="The photo: JPEG, PNG or WebP")
 
     def options(self) -> JobOptions:
-        return JobOptions(**self.model_dump(exclude={"file"}))
+        return JobOptions(**self.model_dump(exclude={"file", *_WEBHOOK}))
 
 
 class ErrorBody(BaseModel):
@@ -72,6 +103,34 @@ class ImageInfo(BaseModel):
     format: str
 
 
+class DeliveryView(BaseModel):
+    event: str
+    id: str = Field(description="The webhook-id header: the same on every attempt (receivers dedupe on it)")
+    status: Literal["pending", "retrying", "delivered", "failed", "refused"] = Field(description=(
+        "refused: the target was not allowed when the call was due (it resolved to a private address), or there "
+        "was no secret to sign with; failed: every attempt failed"))
+    attempts: int
+    last_status: int | None = Field(None, description="The receiver's last HTTP status")
+    last_error: str | None = None
+    last_attempt_at: datetime | None = None
+    next_attempt_at: datetime | None = None
+
+
+class WebhookView(BaseModel):
+    url: str
+    events: list[str]
+    deliveries: list[DeliveryView] = Field([], description="Each event's calls so far")
+
+
+def webhook_view(url: str, events: list[str], deliveries: list[Delivery]) -> WebhookView | None:
+    if not url:
+        return None
+    return WebhookView(url=url, events=events, deliveries=[
+        DeliveryView(event=d.event, id=d.webhook_id, status=d.status, attempts=d.attempts, last_status=d.last_status,
+                     last_error=d.last_error or None, last_attempt_at=d.last_attempt_at,
+                     next_attempt_at=d.next_attempt_at) for d in deliveries])
+
+
 class JobView(BaseModel):
     id: str
     status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -100,13 +159,14 @@ class JobView(BaseModel):
                       "with color=auto the first two keep their tone")
     batch_id: str | None = None
     standin_weights: bool = False
+    webhook: WebhookView | None = None
     links: JobLinks
 
 
 FACES_PATTERN = "^ *[0-9]+ *(, *[0-9]+ *)*$"
 
 
-class FaceChoice(JobOptions):
+class FaceChoice(WebhookFields, JobOptions):
     """A form: which of a detection's faces to restore, and the options for the restoration
     (the photo's framing and small_faces are the detection's)."""
 
@@ -131,18 +191,22 @@ class FaceChoice(JobOptions):
         return [int(part) for part in self.faces.split(",")] if self.faces else None
 
     def options(self) -> JobOptions:
-        return JobOptions(**self.model_dump(exclude={"faces"}))
+        return JobOptions(**self.model_dump(exclude={"faces", *_WEBHOOK}))
 
 
-class BatchSubmission(JobOptions):
+class BatchSubmission(WebhookFields, JobOptions):
     """multipart/form-data: several images (or one zip of them) plus options for all."""
 
     model_config = ConfigDict(json_schema_extra=_form_fields)
 
     files: list[UploadFile] = Field(min_length=1, description="JPEG, PNG or WebP images, or a zip of them")
+    webhook_events: str | None = Field(None, description=(
+        "Comma-separated: start (the batch's first job starts), completed (its last job ended; the default), "
+        "job_start and job_completed (each job, whose view is then the body)"),
+        json_schema_extra={"pattern": events_pattern(BATCH_EVENTS)})
 
     def options(self) -> JobOptions:
-        return JobOptions(**self.model_dump(exclude={"files"}))
+        return JobOptions(**self.model_dump(exclude={"files", *_WEBHOOK}))
 
 
 class BatchJob(BaseModel):
@@ -165,6 +229,7 @@ class BatchView(BaseModel):
     expires_at: datetime | None = None
     jobs: list[BatchJob]
     rejected: list[dict[str, str]] = Field([], description="Files that were not accepted, with the reason")
+    webhook: WebhookView | None = None
     links: dict[str, str]
 
 
@@ -200,10 +265,10 @@ class InfoView(BaseModel):
 
 # JobView fields a job record holds under the same name and meaning, copied as they are.
 _SAME_AS_RECORD = [name for name in JobView.model_fields
-                   if name in {f.name for f in fields(Job)} and name not in ("faces", "error", "batch_id")]
+                   if name in {f.name for f in fields(Job)} and name not in ("faces", "error", "batch_id", "webhook")]
 
 
-def job_view(job: Job, position: int | None, standin: bool) -> JobView:
+def job_view(job: Job, position: int | None, standin: bool, deliveries: list[Delivery] = ()) -> JobView:
     base = f"/api/jobs/{job.id}"
     done = restored(job)
     faces = [
@@ -228,6 +293,7 @@ def job_view(job: Job, position: int | None, standin: bool) -> JobView:
         error=job_error(job),
         batch_id=job.batch_id or None,
         standin_weights=standin,
+        webhook=webhook_view(job.webhook, job.webhook_events, list(deliveries)),
         links=job_links(job),
     )
 def restored(job: Job) -> bool:
@@ -251,7 +317,7 @@ def job_error(job: Job) -> ErrorBody | None:
     return ErrorBody(code=job.error_code or "failed", message=job.error) if job.status == "failed" else None
 
 
-def batch_view(batch: Batch, members: list[Job]) -> BatchView:
+def batch_view(batch: Batch, members: list[Job], deliveries: list[Delivery] = ()) -> BatchView:
     base = f"/api/batches/{batch.id}"
     jobs = [
         BatchJob(id=j.id, filename=j.filename, status=j.status, stage=j.stage, progress=j.progress,
@@ -260,6 +326,28 @@ def batch_view(batch: Batch, members: list[Job]) -> BatchView:
     ]
     return BatchView(id=batch.id, created_at=batch.created_at, expires_at=batch.expires_at, jobs=jobs,
                      rejected=batch.rejected, links={"self": base, "zip": f"{base}/results.zip"},
+                     webhook=webhook_view(batch.webhook, batch.webhook_events, list(deliveries)),
                      **summary(batch, members))
+
+
+def job_view_of(service: JobService, job: Job) -> JobView:
+    """The job as GET /api/jobs/{id} answers it."""
+    deliveries = service.deliveries.of(job.id) if job.webhook else []
+    return job_view(job, service.queue_position(job), service.models.standin, deliveries)
+
+
+def batch_view_of(service: JobService, batch_id: str) -> BatchView:
+    batch, members = service.batch(batch_id)
+    return batch_view(batch, members, service.deliveries.of(batch.id) if batch.webhook else [])
+
+
+def webhook_body(service: JobService, kind: str, subject: str) -> bytes | None:
+    """A webhook's body: the job or batch as GET answers it at the time of the call; None
+    when it is gone."""
+    try:
+        view = job_view_of(service, service.get(subject)) if kind == "job" else batch_view_of(service, subject)
+    except (JobNotFound, BatchNotFound):
+        return None
+    return view.model_dump_json().encode()
 
 

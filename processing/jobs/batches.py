@@ -42,9 +42,11 @@ class Batch:
     rejected: list[dict[str, str]] = field(default_factory=list)  # {filename, code, message}
     options: dict[str, Any] = field(default_factory=dict)
     owner: str = ""
+    webhook: str = ""  # processing/jobs/webhooks.py
+    webhook_events: list[str] = field(default_factory=list)  # start, completed, job_start, job_completed
 
 
-_JSON = {"job_ids", "rejected", "options"}
+_JSON = {"job_ids", "rejected", "options", "webhook_events"}
 
 
 def _strings(value: Any) -> bool:
@@ -59,6 +61,8 @@ _CHECKS = {
     "rejected": lambda value: isinstance(value, list) and all(map(_strings, value)),
     "options": lambda value: isinstance(value, dict),
     "owner": lambda value: isinstance(value, str),
+    "webhook": lambda value: isinstance(value, str),
+    "webhook_events": lambda value: isinstance(value, list) and all(isinstance(event, str) for event in value),
 }
 
 

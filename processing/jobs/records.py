@@ -103,6 +103,8 @@ class Job:
     enqueued: bool = True
     preprocessing: list[str] = field(default_factory=list)
     tone: str = ""  # what the engine read from the photo: monochrome | toned | colour
+    webhook: str = ""  # the URL to call (processing/jobs/webhooks.py), "" for none
+    webhook_events: list[str] = field(default_factory=list)  # start, completed
     etag: str | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -113,7 +115,7 @@ class Job:
         return self.lease_until is None or self.lease_until <= now
 
 
-_JSON_FIELDS = {"options", "faces", "timings", "preprocessing"}
+_JSON_FIELDS = {"options", "faces", "timings", "preprocessing", "webhook_events"}
 _NOT_STORED = {"id", "etag"}
 _STORED = [f.name for f in fields(Job) if f.name not in _NOT_STORED]
 
@@ -139,6 +141,7 @@ _CHECKS = {
                                and len(face["box"]) == 4 and all(map(_number, face["box"])) for face in value),
     "timings": lambda value: all(isinstance(key, str) and _number(seconds) for key, seconds in value.items()),
     "preprocessing": lambda value: all(isinstance(step, str) for step in value),
+    "webhook_events": lambda value: all(isinstance(event, str) for event in value),
 }
 
 

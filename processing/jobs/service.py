@@ -18,8 +18,10 @@ from ..images.preprocess import check_crop
 from ..storage import Storage
 from .batches import ZIP_MAGIC, Batch, BatchRepository, feed, results_zip, unpack_zip
 from .blobs import before_blob_name, face_blob_name, input_blob_name, job_prefix
+from .idempotency import IdempotencyKeys
 from .options import FRAMING_OPTIONS, InvalidOption, JobOptions, check_face_boxes
 from .records import Job, JobNotFound, JobRepository, SUCCEEDED, new_job_id, utcnow
+from .webhooks import BATCH_EVENTS, JOB_EVENTS, Deliveries, WebhookRequest, requested
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,10 @@ class Download:
     filename: str
 
 
+def _webhook_fields(webhook: WebhookRequest | None) -> dict:
+    return {"webhook": webhook.url, "webhook_events": list(webhook.events)} if webhook else {}
+
+
 def safe_stem(filename: str) -> str:
     """A display/download name from an uploaded file name; never used as a path."""
     stem = re.sub(r"\.[A-Za-z0-9]{1,5}$", "", filename.rsplit("/", 1)[-1].rsplit("\\", 1)[-1])
@@ -67,6 +73,8 @@ class JobService:
         table = storage.tables.get_table_client(settings.jobs_table)
         self.jobs = JobRepository(table)
         self.batches = BatchRepository(table)
+        self.idempotency = IdempotencyKeys(table)
+        self.deliveries = Deliveries(table)
         self.models = ModelStore(settings.models_dir)
 
     # -- submit -------------------------------------------------------------------
@@ -76,9 +84,20 @@ class JobService:
         if depth >= self.settings.max_queue_depth:
             raise ServiceBusy(f"{depth} jobs are waiting; the service accepts new ones below {self.settings.max_queue_depth}")
 
+    def webhook(self, url: str | None, events: str | None, *, own_secret: bool, batch: bool = False
+                ) -> WebhookRequest | None:
+        """A submission's webhook, checked (InvalidOption names the field): an https target on
+        the public internet, known events, and a secret to sign with: the caller's API key
+        has its own (``own_secret``); everyone else's calls are signed with WEBHOOK_SECRET."""
+        webhook = requested(url, events, BATCH_EVENTS if batch else JOB_EVENTS, self.settings.webhook_allow_private)
+        if webhook is not None and not own_secret and not self.settings.webhook_secret:
+            raise InvalidOption("webhook", "this service has no WEBHOOK_SECRET to sign webhooks with: "
+                                           "submit with an API key (X-API-Key), whose own secret signs them")
+        return webhook
+
     def submit(
         self, data: bytes, filename: str, options: JobOptions, *, owner: str = "", batch_id: str = "",
-        batch_index: int = 0, enqueue: bool = True,
+        batch_index: int = 0, enqueue: bool = True, webhook: WebhookRequest | None = None,
     ) -> Job:
         """Validate, store and (unless ``enqueue`` is False: a batch's waiting job) enqueue
         one image. Raises codec.ImageRejected, ServiceBusy."""
@@ -109,6 +128,7 @@ class JobService:
             batch_id=batch_id,
             batch_index=batch_index,
             enqueued=enqueue,
+            **_webhook_fields(webhook),
         )
         # Stored re-encoded: orientation applied, converted to sRGB and tagged so, metadata
         # (EXIF, GPS, XMP) gone, format known.
@@ -127,7 +147,8 @@ class JobService:
                 raise
         return job
 
-    def restore_chosen(self, source_id: str, faces: list[int] | None, options: JobOptions, *, owner: str = "") -> Job:
+    def restore_chosen(self, source_id: str, faces: list[int] | None, options: JobOptions, *, owner: str = "",
+                       webhook: WebhookRequest | None = None) -> Job:
         """A new job restoring the faces ``faces`` (indices into what job ``source_id`` found;
         all of them when None) of that job's photo, with ``options``. The photo is not sent
         again, and the new job frames it as the source did (its crop, rotation, shrink), so
@@ -147,12 +168,13 @@ class JobService:
         self.check_capacity()
         job = Job(id=new_job_id(), options=restore.model_dump(), filename=source.filename, owner=owner,
                   input_width=source.input_width, input_height=source.input_height, input_format=source.input_format,
-                  input_profile=source.input_profile)
+                  input_profile=source.input_profile, **_webhook_fields(webhook))
         return self._store(job, self._blob(self.settings.uploads_container, source.input_blob, source_id))
 
     # -- batches ------------------------------------------------------------------
 
-    def submit_batch(self, files: list[tuple[str, bytes]], options: JobOptions, *, owner: str = "") -> Batch:
+    def submit_batch(self, files: list[tuple[str, bytes]], options: JobOptions, *, owner: str = "",
+                     webhook: WebhookRequest | None = None) -> Batch:
         """One job per image; images that fail validation are listed, not fatal. Zips are
         unpacked. Only the first ``batch_window`` jobs go on the queue now."""
         self.check_capacity()
@@ -175,12 +197,15 @@ class JobService:
             budget -= sum(len(content) for _, content in members)
             if len(expanded) > limit:  # said at once: nothing more is unpacked
                 raise codec.ImageRejected("too_many_files", f"more than {limit} images; at most {limit} per batch", 413)
-        batch = Batch(id=new_job_id(), options=options.model_dump(), owner=owner)
+        batch = Batch(id=new_job_id(), options=options.model_dump(), owner=owner, **_webhook_fields(webhook))
         batch.expires_at = batch.created_at + timedelta(hours=self.settings.retention_hours)
+        # job_start and job_completed: each job of the batch calls the batch's webhook itself.
+        per_job = tuple(event[len("job_"):] for event in batch.webhook_events if event.startswith("job_"))
+        per_job_webhook = WebhookRequest(batch.webhook, per_job) if per_job else None
         for name, data in expanded:
             try:
                 job = self.submit(data, name, options, owner=owner, batch_id=batch.id,
-                                  batch_index=len(batch.job_ids), enqueue=False)
+                                  batch_index=len(batch.job_ids), enqueue=False, webhook=per_job_webhook)
             except codec.ImageRejected as error:
                 rejected.append({"filename": safe_stem(name), "code": error.code, "message": str(error)})
                 continue
@@ -216,6 +241,7 @@ class JobService:
         batch = self.batches.get(batch_id)
         for job_id in batch.job_ids:
             self._remove(job_id)
+        self.deliveries.delete_of(batch_id)
         self.batches.delete(batch_id)
 
     # -- read -----------------------------------------------------------------------
@@ -281,6 +307,7 @@ class JobService:
 
     def _remove(self, job_id: str) -> None:
         self.jobs.delete(job_id)
+        self.deliveries.delete_of(job_id)
         self.storage.delete_prefix(self.settings.uploads_container, job_prefix(job_id))
         self.storage.delete_prefix(self.settings.results_container, job_prefix(job_id))
 
@@ -292,7 +319,9 @@ class JobService:
         for job_id in expired:
             self._remove(job_id)
         for batch_id in self.batches.expired(now):
+            self.deliveries.delete_of(batch_id)
             self.batches.delete(batch_id)
+        self.idempotency.purge_expired(now)
         if expired:
             log.info("purged %d expired jobs", len(expired))
         return len(expired)

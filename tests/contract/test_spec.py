@@ -47,8 +47,8 @@ def test_operation_ids_tags_and_error_bodies(spec):
     assert sorted(ids) == sorted([
         "submit_job", "get_job", "get_job_result", "get_job_input", "get_job_before", "get_job_face", "delete_job",
         "restore_chosen",
-        "submit_batch", "get_batch", "get_batch_results", "delete_batch", "get_health", "get_info"])
-    assert [tag["name"] for tag in spec["tags"]] == ["jobs", "batches", "meta"]
+        "submit_batch", "get_batch", "get_batch_results", "delete_batch", "get_webhook_secret", "get_health", "get_info"])
+    assert [tag["name"] for tag in spec["tags"]] == ["jobs", "batches", "webhooks", "meta"]
     assert "HTTPValidationError" not in str(spec)  # FastAPI's 422 body; this API answers ErrorResponse
     for path, method, operation in operations(spec):
         for status, answer in operation["responses"].items():
@@ -100,3 +100,49 @@ def test_the_crop_pattern_accepts_what_the_options_accept(value):
         valid = False
     # An empty crop is no crop (a form sends it when the field is left blank).
     assert valid == (crop_schema.is_valid(value) or value == ""), value
+
+
+# The headers a Standard Webhooks sender sets (standard-webhooks/spec, spec/standard-webhooks.md,
+# "Webhook headers"), as the reference implementation `standardwebhooks` reads them.
+STANDARD_WEBHOOK_HEADERS = {"webhook-id", "webhook-timestamp", "webhook-signature"}
+
+
+@pytest.mark.parametrize("path, operation_id", [("/api/jobs", "submit_job"), ("/api/batches", "submit_batch"),
+                                                ("/api/jobs/{job_id}/restore", "restore_chosen")])
+def test_submissions_document_their_webhook_and_idempotency_key(spec, path, operation_id):
+    operation = spec["paths"][path]["post"]
+    assert "Idempotency-Key" in {p["name"] for p in operation["parameters"] if p["in"] == "header"}
+    assert "Idempotent-Replayed" in operation["responses"]["202"]["headers"]
+    assert "idempotency_key_reused" in operation["responses"]["422"]["description"]
+    assert "idempotency_key_in_use" in operation["responses"]["409"]["description"]
+    ((name, callback),) = operation["callbacks"].items()
+    ((expression, described),) = callback.items()
+    assert expression == "{$request.body#/webhook}" and described["post"]["operationId"] == f"{operation_id}_webhook"
+    assert {p["name"] for p in described["post"]["parameters"] if p["in"] == "header"} == STANDARD_WEBHOOK_HEADERS
+    assert "requestBody" in described["post"]
+
+
+def test_submit_job_documents_prefer_wait(spec):
+    operation = spec["paths"]["/api/jobs"]["post"]
+    assert "Prefer" in {p["name"] for p in operation["parameters"] if p["in"] == "header"}
+    assert set(operation["responses"]["200"]["headers"]) == {"Preference-Applied", "Content-Location"}
+    assert "Prefer: wait" in operation["responses"]["503"]["description"]
+    view = spec["components"]["schemas"]["JobView"]["properties"]["webhook"]
+    assert view["anyOf"][0]["$ref"].endswith("/WebhookView")
+
+
+@pytest.mark.parametrize("form, events", [("JobSubmission", ("start", "completed")),
+                                          ("BatchSubmission", ("start", "completed", "job_start", "job_completed"))])
+def test_the_webhook_events_pattern_is_the_validators_rule(spec, form, events):
+    from processing.api import schemas
+
+    pattern = spec["components"]["schemas"][form]["properties"]["webhook_events"]["pattern"]
+    validator = jsonschema_rs.validator_for({"type": "string", "pattern": pattern})
+    model = getattr(schemas, form)
+    for value in (*events, ", ".join(events), "completed ,start", "", "end", "start;completed", "start,", "Start"):
+        try:
+            model.model_validate({"webhook_events": value, "file": None, "files": None}, context=None)
+            valid = True
+        except ValidationError as error:
+            valid = not any(e["loc"] == ("webhook_events",) for e in error.errors())
+        assert valid == (validator.is_valid(value) or value == ""), value

@@ -100,7 +100,7 @@ def test_containers_queues_and_table(bicep):
     queues = names("Microsoft.Storage/storageAccounts/queueServices/queues")
     tables = names("Microsoft.Storage/storageAccounts/tableServices/tables")
     assert containers == {"uploads", "results"}
-    assert queues == {"restore-jobs", "restore-jobs-poison"}
+    assert queues == {"restore-jobs", "restore-jobs-poison", "restore-webhooks"}  # WEBHOOKS_QUEUE's default
     assert tables == {"jobs", "ratelimits", "apikeys"}  # apikeys/ratelimits: RATE_LIMIT_TABLE, API_KEYS_TABLE defaults
     # main.bicep passes the same names (and the app settings below use them).
     assert main_values == {
@@ -239,6 +239,18 @@ def test_app_settings_match_the_service_contract(bicep):
     assert "TORCH_THREADS" not in settings, "renamed ENGINE_THREADS (the app keeps TORCH_THREADS as an alias)"
 
 
+def test_the_webhook_secret_is_a_secure_parameter_and_a_container_apps_secret(bicep):
+    tree = bicep.module("hosting-containerapps")
+    for parameters in (bicep.main["parameters"], tree["parameters"]):
+        assert {"type": "secure"} in parameters["webhookSecret"]["decorators"]
+    text = (INFRA / "modules" / "hosting-containerapps.bicep").read_text()
+    # The value reaches the container only by reference to the app's secret, never as a plain env value.
+    assert re.search(r"name: 'WEBHOOK_SECRET'\s+secretRef: 'webhook-secret'", text)
+    assert re.search(r"name: 'webhook-secret'\s+value: webhookSecret", text)
+    assert _app_settings(bicep)["WEBHOOKS_QUEUE"] == "webhooksQueue"
+    assert resolve(bicep.main, "webhooksQueue") == "restore-webhooks"
+
+
 def test_hosting_modules_add_no_secret_settings(bicep):
     for module in ("hosting-containerapps", "hosting-premium"):
         text = (INFRA / "modules" / f"{module}.bicep").read_text()
@@ -265,9 +277,13 @@ def test_container_app_scales_to_zero_on_the_queue_with_the_identity(bicep):
     assert tree["parameters"]["minReplicas"]["default"] == 0
     assert bicep.main["parameters"]["minReplicas"]["default"] == 0, "scale to zero by default"
     assert scale["maxReplicas"] == "maxReplicas"
-    queue_rules = [r["custom"] for r in scale["rules"] if r.get("custom", {}).get("type") == "azure-queue"]
-    assert queue_rules, "no azure-queue scale rule"
-    (rule,) = queue_rules
+    queue_rules = {r["custom"]["metadata"]["queueName"]: r["custom"] for r in scale["rules"]
+                   if r.get("custom", {}).get("type") == "azure-queue"}
+    assert set(queue_rules) == {"jobsQueue", "webhooksQueue"}, "no azure-queue scale rule"
+    # A webhook retry waits invisible: only one that is due wakes a replica.
+    assert queue_rules["webhooksQueue"]["metadata"]["queueLengthStrategy"] == "visibleonly"
+    assert queue_rules["webhooksQueue"]["identity"] == "appIdentityId"
+    rule = queue_rules["jobsQueue"]
     assert rule["identity"] == "appIdentityId" and "auth" not in rule
     metadata = rule["metadata"]
     assert metadata["accountName"] == "storageAccountName" and metadata["queueName"] == "jobsQueue"

@@ -42,7 +42,7 @@ def test_container_app_sets_one_functions_host_id(bicep):
 def test_queue_rule_counts_in_flight_messages(bicep):
     scale = _app(bicep)["properties"]["template"]["scale"]
     assert not [r for r in scale["rules"] if "azureQueue" in r], "the built-in azureQueue rule cannot pin the strategy"
-    (rule,) = [r["custom"] for r in scale["rules"] if "custom" in r]
+    (rule,) = [r["custom"] for r in scale["rules"] if "custom" in r and r["custom"]["metadata"]["queueName"] == "jobsQueue"]
     assert rule["type"] == "azure-queue"
     assert rule["metadata"]["queueLengthStrategy"] == "all"
     assert rule["identity"] == "appIdentityId"

@@ -48,7 +48,7 @@ def _clear_caches() -> None:
     from processing import config, wiring
 
     config.get_settings.cache_clear()
-    for cached in (wiring.storage, wiring.job_handler, wiring.job_service, wiring.preload_engine):
+    for cached in (wiring.storage, wiring.job_handler, wiring.job_service, wiring.preload_engine, wiring.webhooks):
         cached.cache_clear()
 
 
@@ -189,9 +189,11 @@ def _tick_before_and_after_the_grace(app, job_id: str, age: timedelta) -> None:
 
 def test_the_app_registers_its_functions(functions):
     app = functions()
-    assert set(app.by_name) == {"http_app_func", "restore_job", "fail_poisoned_job", "purge_expired_jobs"}
+    assert set(app.by_name) == {"http_app_func", "restore_job", "fail_poisoned_job", "purge_expired_jobs",
+                                "deliver_webhook"}
     bindings = {f.get_function_name(): f.get_bindings_dict()["bindings"] for f in app.functions}
     assert [(b["type"], b["queueName"]) for b in bindings["restore_job"]] == [("queueTrigger", "%JOBS_QUEUE%")]
+    assert [(b["type"], b["queueName"]) for b in bindings["deliver_webhook"]] == [("queueTrigger", "%WEBHOOKS_QUEUE%")]
     assert [(b["type"], b["queueName"]) for b in bindings["fail_poisoned_job"]] == [("queueTrigger", "%JOBS_QUEUE%-poison")]
     assert bindings["purge_expired_jobs"][0]["type"] == "timerTrigger"
 
@@ -256,6 +258,45 @@ def test_http_submit_queue_process_and_download(functions, astronaut_png):
     assert missing.status_code == 404 and json.loads(missing.get_body())["error"]["code"] == "job_not_found"
     refused = app.http("POST", "/api/jobs", files={"file": ("x.jpg", b"not an image", "image/jpeg")})
     assert refused.status_code == 415 and json.loads(refused.get_body())["error"]["code"] == "not_an_image"
+
+
+def test_webhooks_are_delivered_by_their_queue_trigger(functions):
+    """Submitted through the HTTP function, the job run by its queue trigger, the call made by the
+    webhooks queue's trigger, as the host hands each its message: signed, and recorded on the job."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    import threading
+
+    from standardwebhooks import Webhook
+
+    from processing.config import new_secret
+
+    calls = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            calls.append((dict(self.headers), self.rfile.read(int(self.headers["content-length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        secret = new_secret()
+        app = functions(WEBHOOK_SECRET=secret, WEBHOOK_ALLOW_PRIVATE="true")
+        job_id = _submit(app, blend_mask="box", webhook=f"http://127.0.0.1:{server.server_address[1]}/hook",
+                         webhook_events="start,completed")
+        assert app.deliver_all() == 1
+        assert app.deliver_all(app.storage.settings.webhooks_queue, "deliver_webhook") == 2 and app.raised == []
+        assert [Webhook(secret).verify(body, headers)["id"] for headers, body in calls] == [job_id, job_id]
+        job = json.loads(app.http("GET", f"/api/jobs/{job_id}").get_body())
+        assert [(d["event"], d["status"], d["last_status"]) for d in job["webhook"]["deliveries"]] == [
+            ("start", "delivered", 204), ("completed", "delivered", 204)]
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_functions_without_a_client_address_trust_the_front_end_only_when_told(functions):

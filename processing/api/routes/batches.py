@@ -8,11 +8,16 @@ from fastapi import APIRouter, Depends, File, Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
 
+from ...jobs.idempotency import Made
 from ...jobs.service import JobService
 from ..deps import charge_extra, current_caller, get_service
 from ..errors import POLL_SECONDS
-from ..schemas import BatchSubmission, BatchView, batch_view
-from .contract import ACCEPTED_HEADERS, GATE, NOT_FOUND, SUBMISSION, BatchId, error, header, links_to, retry_after
+from ..submissions import IdempotencyKey, accepted, form_fields, once
+from ..schemas import BatchSubmission, BatchView, batch_view_of
+from .contract import (
+    ACCEPTED_HEADERS, GATE, IN_USE, NOT_FOUND, SUBMISSION, BatchId, batch_event, error, header, links_to, retry_after,
+    webhook_callbacks,
+)
 
 router = APIRouter(prefix="/api/batches", tags=["batches"])
 Service = Annotated[JobService, Depends(get_service)]
@@ -24,15 +29,24 @@ READ = {**GATE, **NOT_FOUND}
                          "in rejected", "headers": ACCEPTED_HEADERS,
           "links": {**links_to(("get_batch", "get_batch_results", "delete_batch"), "batch_id"),
                     **links_to(("get_job",), "job_id", "$response.body#/jobs/0/id")}},
-    **GATE, **SUBMISSION,
-}, summary="Submit several photos (or a zip) with the same options: one job each")
-def submit_batch(request: Request, response: Response, form: Annotated[BatchSubmission, File()], service: Service) -> BatchView:
+    **GATE, **SUBMISSION, **IN_USE,
+}, callbacks=webhook_callbacks("submit_batch", batch_event), summary="Submit several photos (or a zip) with the same options: one job each")
+def submit_batch(request: Request, response: Response, form: Annotated[BatchSubmission, File()], service: Service,
+                 idempotency_key: IdempotencyKey = None) -> BatchView:
     files = [(f.filename or "", f.file.read(service.settings.max_batch_bytes + 1)) for f in form.files]
-    batch = service.submit_batch(files, form.options(), owner=current_caller(request).owner)
-    charge_extra(request, len(batch.job_ids) - 1)  # one submission token per image
-    response.headers["Location"] = f"/api/batches/{batch.id}"
-    response.headers["Retry-After"] = str(POLL_SECONDS)
-    return batch_view(*service.batch(batch.id))
+
+    caller = current_caller(request)
+
+    def make() -> Made:
+        webhook = service.webhook(form.webhook, form.webhook_events, own_secret=caller.kind == "key", batch=True)
+        batch = service.submit_batch(files, form.options(), owner=caller.owner, webhook=webhook)
+        charge_extra(request, len(batch.job_ids) - 1)  # one submission token per image
+        return Made("batch", batch.id)
+
+    parts = [form_fields(form, "files"), *(part for name, data in files for part in (name, data))]
+    batch_id, replayed = once(request, service, idempotency_key, parts, make)
+    accepted(response, f"/api/batches/{batch_id}", replayed)
+    return batch_view_of(service, batch_id)
 
 
 @router.get("/{batch_id}", response_model=BatchView, summary="Batch progress", responses={
@@ -40,7 +54,7 @@ def submit_batch(request: Request, response: Response, form: Annotated[BatchSubm
     **READ,
 })
 def get_batch(batch_id: BatchId, response: Response, service: Service) -> BatchView:
-    view = batch_view(*service.batch(batch_id))
+    view = batch_view_of(service, batch_id)
     if not view.done:
         response.headers["Retry-After"] = str(POLL_SECONDS)
     response.headers["Cache-Control"] = "no-store"

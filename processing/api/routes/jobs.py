@@ -5,14 +5,18 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, File, Form, Request, Response
+from starlette.concurrency import run_in_threadpool
 
+from ...jobs.idempotency import Made
 from ...jobs.records import Job
 from ...jobs.service import Download, JobService
 from ..deps import current_caller, get_service
 from ..errors import POLL_SECONDS
-from ..schemas import FaceChoice, JobSubmission, JobView, job_view
+from ..submissions import IdempotencyKey, Prefer, accepted, finished, form_fields, once, requested_wait
+from ..schemas import FaceChoice, JobSubmission, JobView, job_view_of
 from .contract import (
-    ACCEPTED_HEADERS, GATE, INVALID, NOT_FOUND, NOT_READY, SUBMISSION, JobId, error, image, links_to, retry_after,
+    ACCEPTED_HEADERS, GATE, IN_USE, INVALID, KEY_IN_USE, NOT_FOUND, NOT_READY, SUBMISSION, JobId,
+    error, header, image, links_to, retry_after, webhook_callbacks,
 )
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
@@ -25,7 +29,7 @@ READ = {**GATE, **NOT_FOUND}
 
 
 def view(service: JobService, job: Job) -> JobView:
-    return job_view(job, service.queue_position(job), service.models.standin)
+    return job_view_of(service, job)
 
 
 def file_response(download: Download, disposition: str = "inline") -> Response:
@@ -40,16 +44,38 @@ def file_response(download: Download, disposition: str = "inline") -> Response:
 
 
 @router.post("", status_code=202, response_model=JobView, summary="Submit a photo for restoration", responses={
+    200: {"description": "With Prefer: wait=N, the job ended within N seconds: the finished job", "headers": {
+        "Preference-Applied": header("wait=N: the wait that was honoured"),
+        "Content-Location": header("The job's URL")}, "links": links_to(JOB_OPERATIONS, "job_id")},
     202: {"description": "Accepted and queued: poll the Location", "headers": ACCEPTED_HEADERS,
           "links": links_to(JOB_OPERATIONS, "job_id")},
-    **GATE, **SUBMISSION, **error(415, "The file is not a JPEG, PNG or WebP image (GIF, SVG, HEIC... are named)"),
-})
-def submit_job(request: Request, response: Response, form: Annotated[JobSubmission, File()], service: Service) -> JobView:
+    **GATE, **SUBMISSION, **IN_USE, **error(415, "The file is not a JPEG, PNG or WebP image (GIF, SVG, HEIC... are named)"),
+}, callbacks=webhook_callbacks("submit_job"))
+async def submit_job(request: Request, response: Response, form: Annotated[JobSubmission, File()], service: Service,
+                     idempotency_key: IdempotencyKey = None, prefer: Prefer = None) -> JobView:
+    wait = requested_wait(prefer)
+    async with request.app.state.waiting_room.seat(wait is not None):
+        job_id, replayed = await run_in_threadpool(_submit, request, form, service, idempotency_key)
+        job = await finished(service, job_id, wait) if wait else None
+    if job is not None and job.terminal:
+        response.status_code = 200
+        response.headers["Preference-Applied"] = f"wait={wait}"
+        response.headers["Content-Location"] = f"/api/jobs/{job_id}"
+    else:
+        accepted(response, f"/api/jobs/{job_id}", replayed)
+    return await run_in_threadpool(lambda: view(service, job or service.get(job_id)))
+
+
+def _submit(request: Request, form: JobSubmission, service: JobService, idempotency_key: str | None) -> tuple[str, bool]:
     data = form.file.file.read(service.settings.max_upload_bytes + 1)
-    job = service.submit(data, form.file.filename or "", form.options(), owner=current_caller(request).owner)
-    response.headers["Location"] = f"/api/jobs/{job.id}"
-    response.headers["Retry-After"] = str(POLL_SECONDS)
-    return view(service, job)
+    filename = form.file.filename or ""
+    caller = current_caller(request)
+
+    def make() -> Made:
+        webhook = service.webhook(form.webhook, form.webhook_events, own_secret=caller.kind == "key")
+        return Made("job", service.submit(data, filename, form.options(), owner=caller.owner, webhook=webhook).id)
+
+    return once(request, service, idempotency_key, [form_fields(form, "file"), filename, data], make)
 
 
 @router.post("/{job_id}/restore", status_code=202, response_model=JobView,
@@ -58,15 +84,22 @@ def submit_job(request: Request, response: Response, form: Annotated[JobSubmissi
                  202: {"description": "Accepted and queued: a new job for the chosen faces; poll the Location",
                        "headers": ACCEPTED_HEADERS, "links": links_to(JOB_OPERATIONS, "job_id")},
                  **READ, **SUBMISSION,
-                 **error(409, "The job has not finished finding faces (or it failed): the body's error.status says which",
+                 **error(409, "The job has not finished finding faces (or it failed): the body's error.status says which; "
+                              f"or {KEY_IN_USE}",
                          retry_after("Seconds until it is worth asking again, while the job still runs", required=False)),
-             })
+             }, callbacks=webhook_callbacks("restore_chosen"))
 def restore_chosen(job_id: JobId, request: Request, response: Response, form: Annotated[FaceChoice, Form()],
-                   service: Service) -> JobView:
-    job = service.restore_chosen(job_id, form.indices(), form.options(), owner=current_caller(request).owner)
-    response.headers["Location"] = f"/api/jobs/{job.id}"
-    response.headers["Retry-After"] = str(POLL_SECONDS)
-    return view(service, job)
+                   service: Service, idempotency_key: IdempotencyKey = None) -> JobView:
+    caller = current_caller(request)
+
+    def make() -> Made:
+        webhook = service.webhook(form.webhook, form.webhook_events, own_secret=caller.kind == "key")
+        return Made("job", service.restore_chosen(job_id, form.indices(), form.options(), owner=caller.owner,
+                                                  webhook=webhook).id)
+
+    made, replayed = once(request, service, idempotency_key, [form_fields(form)], make)
+    accepted(response, f"/api/jobs/{made}", replayed)
+    return view(service, service.get(made))
 
 
 @router.get("/{job_id}", response_model=JobView, summary="Job status", responses={
