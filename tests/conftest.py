@@ -173,7 +173,8 @@ def official_models() -> Path:
 def engine(standin_models):
     from processing.engine.pipeline import Engine
 
-    return Engine.open(standin_models, threads=2, allow_standin=True, models=("1.4", "1.3"))
+    # f32: the faithfulness tests compare it with upstream's f32 modules, on any CPU.
+    return Engine.open(standin_models, threads=2, allow_standin=True, models=("1.4", "1.3"), precision="f32")
 
 
 def unique_name(prefix: str) -> str:

@@ -7,10 +7,11 @@ from typing import Annotated
 from azure.core.exceptions import AzureError
 from fastapi import APIRouter, Depends, Request, Response
 
+from ...engine.runtimes import plan
 from ...jobs.options import JobOptions
 from ...jobs.service import JobService
 from ..deps import get_service
-from ..schemas import HealthView, InfoView
+from ..schemas import HealthView, InfoView, PrecisionInfo
 
 router = APIRouter(prefix="/api", tags=["meta"])
 Service = Annotated[JobService, Depends(get_service)]
@@ -59,5 +60,14 @@ def get_info(service: Service) -> InfoView:
         max_batch_files=settings.max_batch_files,
         max_batch_bytes=settings.max_batch_bytes,
         retention_hours=settings.retention_hours,
+        precision=precision_info(settings.engine_backend, settings.engine_precision),
         options=JobOptions.model_json_schema()["properties"],
     )
+
+
+def precision_info(runtime: str, setting: str) -> PrecisionInfo:
+    """What this instance's CPU and runtime make of ENGINE_PRECISION, asked as the worker asks
+    (runtimes.plan, once per process); each job's own record says what it ran in."""
+    chosen = plan(runtime, setting)
+    return PrecisionInfo(engine=chosen.precision, setting=setting, native_bf16=chosen.native_bf16,
+                         bf16_kernel=chosen.bf16_kernel)
