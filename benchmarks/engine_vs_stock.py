@@ -259,8 +259,9 @@ def orchestrate(args) -> int:
     for case in cases:
         stock_image = cv2.imread(str(outputs[(case.name, "stock")]))
         # The f32 side of our engine (the default where it runs f32): what bf16 is measured against.
-        f32_side = next(side for side in sides if side != "stock" and runs[(case.name, side)][0]["precision"] == "f32"
-                        and _variant_settings(side, 1)["store"] == "onnx" and _variant_settings(side, 1)["backend"] == "openvino"), "ours")
+        f32_side = next((side for side in sides if side != "stock" and runs[(case.name, side)][0]["precision"] == "f32"
+                         and _variant_settings(side, 1)["store"] == "onnx"
+                         and _variant_settings(side, 1)["backend"] == "openvino"), "ours")
         f32_image = cv2.imread(str(outputs[(case.name, f32_side)]))
         entry = {"description": case.description, "faces": case.faces, "f32_side": f32_side, "sides": {}}
         for side in sides:
