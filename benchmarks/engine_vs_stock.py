@@ -221,8 +221,6 @@ def spawn(side: str, case: str, args, inputs: Path, workdir: Path, save: Path | 
 
 
 def orchestrate(args) -> int:
-    import cv2
-
     from benchmarks import inputs
     from processing.checkpoints import weights
     from processing.checkpoints.export import export_store
@@ -240,6 +238,10 @@ def orchestrate(args) -> int:
     sides = ["stock", "ours", *args.variants, *precision_sides(args.variants)]
     runs: dict[tuple[str, str], list[dict]] = {}
     outputs: dict[tuple[str, str], Path] = {}
+    summary = {"machine": machine(), "command": " ".join(["python", "-m", "benchmarks.engine_vs_stock", *sys.argv[1:]]),
+               "repeats": args.repeats, "warmup": args.warmup, "threads": args.threads,
+               "weights": "stand-in" if weights.is_standin_dir(args.weights) else "official",
+               "onnx_export_seconds_if_missing": round(export_seconds, 1), "cases": {}}
     for case in cases:
         for repeat in range(args.repeats):
             order = sides if repeat % 2 == 0 else sides[::-1]
@@ -251,44 +253,47 @@ def orchestrate(args) -> int:
                 runs.setdefault((case.name, side), []).append(result)
                 print(f"  {case.name:12} {side:10} #{repeat + 1}: {result['timings']['total']:6.2f} s wall, "
                       f"{result['timings']['cpu']:6.2f} s cpu, {result['peak_rss_mb']:6.0f} MB", file=sys.stderr, flush=True)
-
-    summary = {"machine": machine(), "load_average_after": list(os.getloadavg()), "command": " ".join(["python", "-m", "benchmarks.engine_vs_stock", *sys.argv[1:]]),
-               "repeats": args.repeats, "warmup": args.warmup, "threads": args.threads,
-               "weights": "stand-in" if weights.is_standin_dir(args.weights) else "official",
-               "onnx_export_seconds_if_missing": round(export_seconds, 1), "cases": {}}
-    for case in cases:
-        stock_image = cv2.imread(str(outputs[(case.name, "stock")]))
-        # The f32 side of our engine (the default where it runs f32): what bf16 is measured against.
-        f32_side = next((side for side in sides if side != "stock" and runs[(case.name, side)][0]["precision"] == "f32"
-                         and _variant_settings(side, 1)["store"] == "onnx"
-                         and _variant_settings(side, 1)["backend"] == "openvino"), "ours")
-        f32_image = cv2.imread(str(outputs[(case.name, f32_side)]))
-        entry = {"description": case.description, "faces": case.faces, "f32_side": f32_side, "sides": {}}
-        for side in sides:
-            results = runs[(case.name, side)]
-            med = lambda key: statistics.median(r["timings"].get(key, 0.0) for r in results)  # noqa: E731
-            entry["sides"][side] = {
-                "stages": {stage: round(med(stage), 3) for stage in STAGES},
-                "total": round(med("total"), 2),
-                "totals": [round(r["timings"]["total"], 2) for r in results],
-                "cpu": round(med("cpu"), 2),
-                "peak_rss_mb": round(max(r["peak_rss_mb"] for r in results)),
-                "load": round(statistics.median(r["load"] for r in results), 2),
-                "psnr_vs_stock": round(psnr(cv2.imread(str(outputs[(case.name, side)])), stock_image), 2),
-                "psnr_vs_f32": round(psnr(cv2.imread(str(outputs[(case.name, side)])), f32_image), 2),
-                "precision": results[0]["precision"],
-            }
-        stock = entry["sides"]["stock"]
-        for side in sides[1:]:
-            entry["sides"][side]["ratio_wall"] = round(stock["total"] / entry["sides"][side]["total"], 2)
-            entry["sides"][side]["ratio_cpu"] = round(stock["cpu"] / entry["sides"][side]["cpu"], 2)
-        summary["cases"][case.name] = entry
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    if not args.no_save:
-        RESULTS.write_text(json.dumps(summary, indent=1))
+        summary["cases"][case.name] = case_entry(case, sides, runs, outputs)
+        summary["load_average_after"] = list(os.getloadavg())
+        if not args.no_save:  # after every case: a run cut short keeps what it measured
+            args.results.parent.mkdir(parents=True, exist_ok=True)
+            args.results.write_text(json.dumps(summary, indent=1))
     shutil.rmtree(scratch, ignore_errors=True)
     print(markdown(summary))
     return 0
+
+
+def case_entry(case, sides: list[str], runs: dict, outputs: dict) -> dict:
+    """One case's sides: medians, peak RSS, ratios to stock, PSNR against stock and against f32."""
+    import cv2
+
+    stock_image = cv2.imread(str(outputs[(case.name, "stock")]))
+    # The f32 side of our engine (the default where it runs f32): what bf16 is measured against.
+    f32_side = next((side for side in sides if side != "stock" and runs[(case.name, side)][0]["precision"] == "f32"
+                     and _variant_settings(side, 1)["store"] == "onnx"
+                     and _variant_settings(side, 1)["backend"] == "openvino"), "ours")
+    f32_image = cv2.imread(str(outputs[(case.name, f32_side)]))
+    entry = {"description": case.description, "faces": case.faces, "f32_side": f32_side, "sides": {}}
+    for side in sides:
+        results = runs[(case.name, side)]
+        med = lambda key: statistics.median(r["timings"].get(key, 0.0) for r in results)  # noqa: E731
+        image = cv2.imread(str(outputs[(case.name, side)]))
+        entry["sides"][side] = {
+            "stages": {stage: round(med(stage), 3) for stage in STAGES},
+            "total": round(med("total"), 2),
+            "totals": [round(r["timings"]["total"], 2) for r in results],
+            "cpu": round(med("cpu"), 2),
+            "peak_rss_mb": round(max(r["peak_rss_mb"] for r in results)),
+            "load": round(statistics.median(r["load"] for r in results), 2),
+            "psnr_vs_stock": round(psnr(image, stock_image), 2),
+            "psnr_vs_f32": round(psnr(image, f32_image), 2),
+            "precision": results[0]["precision"],
+        }
+    stock = entry["sides"]["stock"]
+    for side in sides[1:]:
+        entry["sides"][side]["ratio_wall"] = round(stock["total"] / entry["sides"][side]["total"], 2)
+        entry["sides"][side]["ratio_cpu"] = round(stock["cpu"] / entry["sides"][side]["cpu"], 2)
+    return entry
 
 
 def markdown(summary: dict) -> str:
@@ -323,7 +328,8 @@ def main(argv=None) -> int:
     parser.add_argument("--variants", nargs="*", default=[], help="extra variants of our engine (see above)")
     parser.add_argument("--fp32-models", type=Path, default=ROOT / ".cache" / "standin-fp32",
                         help="a model store with fp32 weights, for the fp32store variant")
-    parser.add_argument("--no-save", action="store_true", help="do not overwrite benchmarks/results/engine_vs_stock.json")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="where the JSON goes (default: %(default)s)")
+    parser.add_argument("--no-save", action="store_true", help="write no JSON")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--inputs", type=Path, help=argparse.SUPPRESS)
