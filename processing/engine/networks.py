@@ -93,11 +93,10 @@ class OnnxBackend:
         return network
 
     def precision_for(self, asked: str | None) -> str:
-        """What the networks made so far compute in for a job asking ``asked`` ("f32", or
-        None/"auto" for the engine's own), as the runtime reports their compiled models."""
+        """What the networks compiled so far for a job asking ``asked`` ("f32", or None/"auto"
+        for the engine's own) compute in, as the runtime reports them; "" if none is."""
         asked = F32 if asked == F32 else None
-        ran = {precision for run in self._made if (precision := run.ran(asked))}
-        return "+".join(sorted(ran)) or (asked or self.runtime.precision)
+        return "+".join(sorted({precision for run in self._made if (precision := run.ran(asked))}))
 
     @property
     def standin(self) -> bool:

@@ -98,7 +98,7 @@ class RestoreResult:
     faces: list[RestoredFace]
     timings: dict[str, float] = field(default_factory=dict)
     tone: str = ""  # monochrome | toned | colour, as read from the photo ("" with color=restore)
-    precision: str = ""  # what the networks computed in (f32 | bf16), as the runtime reports it
+    precision: str = ""  # what the networks ran in (f32 | bf16), as the runtime reports it; "" if none ran
 
 
 def _covered_rect(matrix: np.ndarray, size: int, margin: float, width: int, height: int) -> tuple[int, int, int, int]:
@@ -128,12 +128,16 @@ class Backend(Protocol):
 
 
 def _in_asked_precision(method):
-    """An engine entry point whose networks compute in the precision its options ask for."""
+    """An engine entry point whose networks compute in the precision its options ask for; a
+    restore's result says what they ran in."""
 
     @functools.wraps(method)
     def in_precision(self, image, options=RestoreOptions(), *args, **kwargs):
-        with computing(options.precision):
-            return method(self, image, options, *args, **kwargs)
+        with computing(options.precision) as computed:
+            result = method(self, image, options, *args, **kwargs)
+        if isinstance(result, RestoreResult):
+            result.precision = computed.precision
+        return result
 
     return in_precision
 
@@ -201,8 +205,8 @@ class Engine:
                 f"{', '.join(sorted(self._restorers))}{', stand-ins' if self.standin else ''}")
 
     def precision_for(self, asked: str = "auto") -> str:
-        """The precision the networks compute in for a job asking ``asked`` (auto | f32), as
-        the runtime reports its compiled models."""
+        """What the networks compiled for a job asking ``asked`` (auto | f32) compute in, as
+        the runtime reports them ("" if none is compiled for it)."""
         return self.backend.precision_for(asked)
 
     def background_upsampler(self) -> TiledUpsampler:
@@ -284,7 +288,6 @@ class Engine:
         if options.aligned:
             result = self._restore_aligned(image, restorer, options, progress, stage, finish)
             result.tone = tone.kind if tone else ""
-            result.precision = self.precision_for(options.precision)
             return result
 
         progress("detecting", 0.05)
@@ -309,8 +312,7 @@ class Engine:
         for item in restored:
             item.after = self._apply_strength(item.before, item.after, options.strength)
         release_heap()
-        return RestoreResult(output, restored, stage.timings, tone.kind if tone else "",
-                             self.precision_for(options.precision))
+        return RestoreResult(output, restored, stage.timings, tone.kind if tone else "")
 
     def _restore_aligned(self, image, restorer, options, progress, stage: Stages, finish) -> RestoreResult:
         progress("restoring face 1/1", 0.1)

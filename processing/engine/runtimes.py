@@ -21,7 +21,7 @@ import functools
 import logging
 import threading
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -232,25 +232,40 @@ def plan(runtime: str, setting: str = "auto") -> Plan:
     return chosen
 
 
-# A job's request for f32 ("f32"), or the engine's own precision (None), for the networks
-# it calls: set around a whole restore, so the detector, restorer, parser and upsampler,
-# wherever they are called from, all compute in the precision the job asked for.
-_job_precision: contextvars.ContextVar[str | None] = contextvars.ContextVar("job_precision", default=None)
+# The job being computed: what it asked for ("f32", or None for the engine's own precision)
+# and what its networks ran in. Set around a whole restore or detection, so the detector,
+# restorer, parser and upsampler, wherever they are called from, compute as the job asked and
+# report what they ran.
+@dataclass
+class Computed:
+    asked: str | None
+    ran: set[str] = field(default_factory=set)
+
+    @property
+    def precision(self) -> str:
+        """What the networks ran in, as their compiled models report it; "" if none ran."""
+        return "+".join(sorted(self.ran))
+
+
+_job: contextvars.ContextVar[Computed | None] = contextvars.ContextVar("job_precision", default=None)
 
 
 @contextmanager
-def computing(precision: str) -> Iterator[None]:
-    """Within this block the networks compute in f32 if ``precision`` is "f32"; "auto" is the
-    engine's own precision."""
-    token = _job_precision.set(F32 if precision == F32 else None)
+def computing(precision: str) -> Iterator[Computed]:
+    """Within this block the networks compute in f32 if ``precision`` is "f32" ("auto": the
+    engine's own precision); the record yielded collects what they ran in. A nested block
+    asking the same (a restore's detection) adds to the outer record."""
+    asked = F32 if precision == F32 else None
+    current = _job.get()
+    if current is not None and current.asked == asked:
+        yield current
+        return
+    record = Computed(asked)
+    token = _job.set(record)
     try:
-        yield
+        yield record
     finally:
-        _job_precision.reset(token)
-
-
-def asked_precision() -> str | None:
-    return _job_precision.get()
+        _job.reset(token)
 
 
 class _Runner:
@@ -280,7 +295,12 @@ class _Runner:
         return runner.precision if runner is not None else None
 
     def __call__(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
-        return self.compiled(asked_precision())(feed)
+        job = _job.get()
+        compiled = self.compiled(job.asked if job is not None else None)
+        outputs = compiled(feed)
+        if job is not None:
+            job.ran.add(compiled.precision)
+        return outputs
 
 
 @dataclass(frozen=True)
