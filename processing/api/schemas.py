@@ -99,7 +99,7 @@ class JobView(BaseModel):
     tone: str = Field("", description="What the photo is: monochrome, toned (sepia, cyanotype...) or colour; "
                       "with color=auto the first two keep their tone")
     precision: str = Field("", description="What the networks computed in for this job (f32 or bf16), "
-                           "as the runtime reported it; empty until the job has run")
+                           "as the runtime reported it; empty until the job has run, or when no network ran")
     batch_id: str | None = None
     standin_weights: bool = False
     links: JobLinks

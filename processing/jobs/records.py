@@ -103,7 +103,7 @@ class Job:
     enqueued: bool = True
     preprocessing: list[str] = field(default_factory=list)
     tone: str = ""  # what the engine read from the photo: monochrome | toned | colour
-    precision: str = ""  # what the networks computed in (f32 | bf16), as the runtime reported it
+    precision: str = ""  # what the networks computed in (f32 | bf16), as the runtime reported; "" if none ran
     etag: str | None = field(default=None, repr=False, compare=False)
 
     @property
