@@ -21,8 +21,9 @@ Variants of our engine (``--variants``) measure the levers one at a time:
   f32 / bf16   ENGINE_PRECISION pinned ("ours" is the default, auto); where the CPU runs bf16
                natively, the one of the two that "ours" is not is always added, and every side
                gets its PSNR against the f32 side too
-  fp32store    the model store with fp32 weights (``--fp32-models``; "ours" runs the default,
-               fp16-stored one), made by ``python -m processing.checkpoints export --fp32-weights``
+  fp32store    the model store with fp32 weights (``--fp32-models``, exported there if missing, as
+               ``python -m processing.checkpoints export --fp32-weights`` does; "ours" runs the default,
+               fp16-stored one)
 """
 
 from __future__ import annotations
@@ -232,6 +233,8 @@ def orchestrate(args) -> int:
     started = time.perf_counter()
     export_store(args.weights, args.weights / "onnx", log=lambda line: None)
     export_seconds = time.perf_counter() - started
+    if "fp32store" in args.variants:
+        export_store(args.weights, args.fp32_models, log=lambda line: None, weights="fp32")
 
     scratch = Path(tempfile.mkdtemp(prefix="bench-"))
     cases = [c for c in inputs.build(scratch / "inputs") if not args.cases or c.name in args.cases]
@@ -326,8 +329,8 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--cases", nargs="*", help="subset of 1face-1024 1face-2048 4faces-12mp aligned-512")
     parser.add_argument("--variants", nargs="*", default=[], help="extra variants of our engine (see above)")
-    parser.add_argument("--fp32-models", type=Path, default=ROOT / ".cache" / "standin-fp32",
-                        help="a model store with fp32 weights, for the fp32store variant")
+    parser.add_argument("--fp32-models", type=Path, help="a model store with fp32 weights, for the fp32store "
+                        "variant (default: WEIGHTS/onnx-fp32, exported there if missing)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="where the JSON goes (default: %(default)s)")
     parser.add_argument("--no-save", action="store_true", help="write no JSON")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -337,6 +340,7 @@ def main(argv=None) -> int:
     parser.add_argument("--save", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.weights = args.weights.resolve()
+    args.fp32_models = (args.fp32_models or args.weights / "onnx-fp32").resolve()
     if args.child:
         args.side = args.child
         print(json.dumps(child(args)))

@@ -70,6 +70,10 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-save", action="store_true")
     args = parser.parse_args(argv)
+    from processing.checkpoints.export import export_store
+
+    for directory, weights in ((STANDIN / "onnx", "fp16"), (STANDIN / "onnx-fp32", "fp32")):
+        export_store(STANDIN, directory, log=lambda line: None, weights=weights)  # instant when present
     stores = {"fp16": ModelStore(STANDIN / "onnx"), "fp32": ModelStore(STANDIN / "onnx-fp32")}
     summary = {"machine": machine(), "auto": plan("openvino", "auto").describe(), "threads": args.threads,
                "store_bytes": {k: sum(n.size for n in s.networks.values()) for k, s in stores.items()}, "networks": {}}
