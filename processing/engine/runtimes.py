@@ -270,8 +270,8 @@ def computing(precision: str) -> Iterator[Computed]:
 
 class _Runner:
     """One network on a runtime at the engine's precision, and at f32 for a job that asks
-    for it: compiled when first asked (most jobs never do), then kept. ``precision`` is what
-    the last call computed in, as the runtime reports it."""
+    for it: compiled when first asked (most jobs never do), then kept. Each call adds what its
+    compiled model runs in (as the runtime reports it) to the job's record."""
 
     def __init__(self, path: Path, threads: int, runtime: str, precision: str):
         self._make: Callable[[str], object] = lambda p: _kind(runtime)(path, threads, p)
