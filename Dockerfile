@@ -120,15 +120,22 @@ RUN python -c "import importlib.util, sys; found = [m for m in ('torch', 'torchv
     && python -c "import azure.functions, processing.api.app, processing.worker, processing.engine.pipeline" \
     && python -m compileall -q /home/site/wwwroot/processing /home/site/wwwroot/function_app.py
 
-# Non-root: the host only needs to write under $HOME (logs, extension bundle cache) and /tmp;
-# the code and the models stay read-only to it. Port 8080 because an unprivileged user
-# cannot bind 80 everywhere (ingress targetPort / WEBSITES_PORT point here).
+# Non-root: the host writes under $HOME (logs, extension bundle cache), /tmp, and its secrets
+# directory; the code, the host's own files and the models stay read-only to it. Port 8080
+# because an unprivileged user cannot bind 80 everywhere (ingress targetPort / WEBSITES_PORT).
+# /azure-functions-host/Secrets: outside App Service the host keeps its key sentinels there
+# (and the keys themselves with file secret storage); the base image leaves it to root, and a
+# non-root host fails with "Access to the path '/azure-functions-host/Secrets' is denied"
+# (Azure/azure-functions-docker #1210, #424). It is made the app user's, and only it: the
+# rest of /azure-functions-host stays root's. Relocating it instead would rest on the host's
+# internal SecretsPath option, which no documented setting exposes.
 RUN groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid app --home-dir /home --no-create-home --shell /usr/sbin/nologin app \
-    && mkdir -p /home/data /home/LogFiles \
-    && chown app:app /home /home/data /home/LogFiles
+    && mkdir -p /home/data /home/LogFiles /azure-functions-host/Secrets \
+    && chown app:app /home /home/data /home/LogFiles /azure-functions-host/Secrets \
+    && chmod 0700 /azure-functions-host/Secrets
 
-USER app
+USER 10001:10001
 EXPOSE 8080
 
 # For `docker run`; Container Apps and App Service use their own probes on /api/health.

@@ -7,6 +7,7 @@ import azure.functions as func
 from processing import wiring
 
 wiring.observe(functions_host=True)
+wiring.preload_engine()  # the networks load as the host starts this process, not at its first message
 # The HTTP API (FastAPI) answers every route; host.json sets routePrefix "" so it sees /api/... itself.
 app = func.AsgiFunctionApp(app=wiring.http_app(), http_auth_level=func.AuthLevel.ANONYMOUS)
 

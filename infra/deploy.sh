@@ -32,6 +32,7 @@ WEIGHTS_FROM=${WEIGHTS_FROM:-}                # e.g. weights-official: bake a lo
 USE_DEPLOYMENT_SCRIPT=${USE_DEPLOYMENT_SCRIPT:-true}  # false: enable the static website from here instead
 SMOKE_IMAGE=${SMOKE_IMAGE:-}                  # a photo to run one real job through at the end
 ALERT_EMAIL=${ALERT_EMAIL:-}                  # where the alerts go (empty: alerts notify no one)
+AVAILABILITY_TEST=${AVAILABILITY_TEST:-true}  # false: no /api/health probe, so scale to zero really reaches zero
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO_ROOT"
@@ -83,6 +84,15 @@ done
 log "2/7 Resource group $RESOURCE_GROUP in $LOCATION"
 az group create --name "$RESOURCE_GROUP" --location "$LOCATION" --output none
 
+# Whether the container app exists already: a first pass with an empty image then keeps the image
+# it runs (instead of the placeholder main.bicep starts a new app on), as azd's
+# SERVICE_APP_RESOURCE_EXISTS does.
+APP_EXISTS=false
+if [ "$HOSTING" = containerapps ] && az resource show --resource-group "$RESOURCE_GROUP" --name "$PREFIX-app" \
+    --resource-type Microsoft.App/containerApps --output none 2>/dev/null; then
+  APP_EXISTS=true
+fi
+
 deploy() { # deploy <deployment name> <image or ''> <enableStaticWebsiteScript>
   az deployment group create \
     --resource-group "$RESOURCE_GROUP" \
@@ -92,6 +102,7 @@ deploy() { # deploy <deployment name> <image or ''> <enableStaticWebsiteScript>
       namePrefix="$PREFIX" \
       hosting="$HOSTING" \
       image="$2" \
+      appExists="$APP_EXISTS" \
       cpu="$CPU" \
       memory="$MEMORY" \
       minReplicas="$MIN_REPLICAS" \
@@ -102,6 +113,7 @@ deploy() { # deploy <deployment name> <image or ''> <enableStaticWebsiteScript>
       principalId="$DEPLOYER_ID" \
       principalType="$DEPLOYER_TYPE" \
       alertEmail="$ALERT_EMAIL" \
+      availabilityTest="$AVAILABILITY_TEST" \
     --output none
 }
 output() { # output <deployment name> <output name>
@@ -113,7 +125,7 @@ output() { # output <deployment name> <output name>
 }
 
 # ----------------------------------------------------------------------------------------
-log "3/7 Infrastructure without the app (registry, storage, identities, monitoring, alerts, static website)"
+log "3/7 Infrastructure (registry, storage, identities, monitoring, alerts, static website; the container app on its current or a placeholder image)"
 deploy "$PREFIX-infra" "" "$USE_DEPLOYMENT_SCRIPT"
 REGISTRY=$(output "$PREFIX-infra" AZURE_CONTAINER_REGISTRY_NAME)
 LOGIN_SERVER=$(output "$PREFIX-infra" AZURE_CONTAINER_REGISTRY_ENDPOINT)

@@ -3,11 +3,12 @@
 //   azd up                                         (azure.yaml, main.parameters.json), or
 //   az deployment group create -g <rg> -f infra/main.bicep -p namePrefix=facefix hosting=containerapps image=<acr>/face-restore:<tag>
 //
-// Deploy once with image='' (the default) to create the registry and everything that does not
-// run code; build the image into the registry (az acr build, or azd's remote build); deploy
-// again with image set. `azd provision` + `azd deploy` do exactly that (azd deploys this same
-// template with SERVICE_APP_IMAGE_NAME, azure.yaml's `module: main`); so does infra/deploy.sh.
-// infra/README.md writes every command out.
+// Deploy once with image='' (the default): everything, and on containerapps the app with a
+// public placeholder image (or, when it exists already, the image it runs); build the image into
+// the registry (az acr build, or azd's remote build); then either deploy again with image set
+// (infra/deploy.sh) or let `azd deploy` put the new image on the app it finds by its
+// azd-service-name tag (azd's container-app shape, no Bicep in that step). infra/README.md says
+// why, and writes every command out.
 
 targetScope = 'resourceGroup'
 
@@ -30,7 +31,7 @@ param namePrefix string = 'facefix'
 ])
 param hosting string = 'containerapps'
 
-@description('Full image reference, e.g. myacr.azurecr.io/face-restore:20250101-abc123. Empty: keep the image the app runs now (appExists), or deploy everything except the app (first pass, before the image exists).')
+@description('Full image reference, e.g. myacr.azurecr.io/face-restore:20250101-abc123. Empty: keep the image the app runs now (appExists); otherwise the container app starts on a public placeholder until the first deploy (premium: no app until an image is given).')
 param image string = ''
 
 @description('The container app exists already (azd sets SERVICE_APP_RESOURCE_EXISTS): with image empty, re-provisioning keeps the image it runs instead of leaving the app out or resetting it.')
@@ -105,6 +106,9 @@ param queueWaitAlertSeconds int = 300
 @minValue(0)
 param serverErrorAlertThreshold int = 5
 
+@description('Availability test on /api/health from five regions every 5 minutes, with an alert when three fail: the one alert that fires when no replica runs at all. Its requests keep a scale-to-zero app awake (about the cost of minReplicas=1); false keeps true scale to zero (infra/README.md, "Alerts").')
+param availabilityTest bool = true
+
 @description('Most faces restored per image.')
 param maxFaces int = 10
 
@@ -150,9 +154,15 @@ var jobsQueue = 'restore-jobs'
 var jobsTable = 'jobs'
 var uploadsContainer = 'uploads'
 var resultsContainer = 'results'
-// The app is deployed when an image is given, or when it exists already (its current image is
-// kept: see modules/existing-image.bicep). Decided from parameters only, as ARM needs.
-var deployApp = !empty(image) || (appExists && hosting == 'containerapps')
+// The container app is always deployed: azd's deploy step finds it by its azd-service-name tag
+// and only swaps its image, so it must exist after the first provision. Until then it runs a
+// public placeholder that does not listen on targetPort (its replicas fail the startup probe for
+// the minutes until `azd deploy`); a re-provision keeps the image the app runs
+// (modules/existing-image.bicep). Premium needs a real image to start a site. Decided from
+// parameters only, as ARM needs.
+var deployApp = !empty(image) || hosting == 'containerapps'
+// The image Azure-Samples' azd container-app templates start from.
+var placeholderImage = 'mcr.microsoft.com/azuredocs/containerapps-helloworld:latest'
 
 // ---------------------------------------------------------------------------------------
 // Shared pieces
@@ -376,7 +386,7 @@ module existingImage 'modules/existing-image.bicep' = if (empty(image) && appExi
   }
 }
 
-var appImage = !empty(image) ? image : existingImage.outputs.image
+var appImage = !empty(image) ? image : (appExists ? existingImage.outputs.image : placeholderImage)
 
 module containerApps 'modules/hosting-containerapps.bicep' = if (deployApp && (hosting == 'containerapps')) {
   name: 'hosting-containerapps'
@@ -433,6 +443,10 @@ module observability 'modules/observability.bicep' = {
     hosting: hosting
     // The metric alerts need the app to exist first.
     appResourceId: !deployApp ? '' : ((hosting == 'premium') ? premium.outputs.siteId : containerApps.outputs.appId)
+    appName: names.containerApp
+    workspaceId: monitoring.outputs.workspaceId
+    apiUrl: !deployApp ? '' : ((hosting == 'premium') ? premium.outputs.apiUrl : containerApps.outputs.apiUrl)
+    availabilityTest: availabilityTest
     failedJobsThreshold: failedJobsAlertThreshold
     queueWaitThresholdSeconds: queueWaitAlertSeconds
     serverErrorThreshold: serverErrorAlertThreshold

@@ -1,5 +1,5 @@
-"""Command line: ``python -m processing serve | worker | restore FILES... | models verify
-| keys create NAME|revoke ID|list``. The build-time steps (fetch checkpoints, stand-ins,
+"""Command line: ``python -m processing serve | worker | restore FILES... | submit --url URL
+FILES... | models verify | keys create NAME|revoke ID|list``. The build-time steps (fetch checkpoints, stand-ins,
 export) are ``python -m processing.checkpoints``."""
 
 from __future__ import annotations
@@ -8,7 +8,6 @@ import argparse
 import logging
 import signal
 import sys
-import time
 from pathlib import Path
 
 from .config import SettingsError, get_settings
@@ -53,12 +52,10 @@ def cmd_worker(args) -> int:
     wiring.storage().ensure_resources()
     handler = wiring.job_handler()
     try:
-        started = time.perf_counter()
-        handler.engine  # noqa: B018  (load the models now: refuse to start without intact models)
+        handler.load_engine()  # now, before polling: refuse to start without intact models
     except (ModelsError, ValueError) as error:
         print(f"worker not started: {error}", file=sys.stderr)
         return 2
-    logging.info("models loaded in %.1fs from %s", time.perf_counter() - started, settings.models_dir)
     worker = PollingWorker(settings, wiring.storage(), handler)
     # SIGTERM (container stop, Ctrl-C): finish the job in hand, then exit.
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
@@ -83,6 +80,12 @@ def cmd_restore(args) -> int:
     return restore_files(args)
 
 
+def cmd_submit(args) -> int:
+    from .client import main as submit
+
+    return submit(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m processing", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -102,6 +105,18 @@ def main(argv: list[str] | None = None) -> int:
     add_restore_arguments(restore)
     restore.set_defaults(run=cmd_restore)
 
+    submit = commands.add_parser("submit", help="restore files on a running service (its HTTP API only); resumable")
+    submit.add_argument("paths", nargs="+", type=Path, metavar="FILE-or-DIR",
+                        help="JPEG, PNG or WebP images, or directories (searched recursively)")
+    submit.add_argument("--url", required=True, help="the service, e.g. https://restore.example.org")
+    submit.add_argument("--api-key", help="an API key (X-API-Key), where the service wants one")
+    submit.add_argument("--out", type=Path, required=True,
+                        help="where the results go; it also keeps the state a second run resumes from")
+    submit.add_argument("-o", "--option", action="append", metavar="NAME=VALUE",
+                        help="a job option (repeatable), e.g. -o upscale=1; GET /api/info lists them")
+    submit.add_argument("--no-progress", action="store_true", help="no progress bar")
+    submit.set_defaults(run=cmd_submit)
+
     models = commands.add_parser("models", help="verify the exported models the service runs (SHA-256 of every file)")
     models.add_argument("action", choices=["verify"])
     models.add_argument("--dir", help="models directory (default: MODELS_DIR, or WEIGHTS_DIR/onnx)")
@@ -114,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     keys.set_defaults(run=cmd_keys)
 
     args = parser.parse_args(argv)
+    if args.run is cmd_submit:  # a client of a service somewhere else: none of this machine's settings apply
+        return args.run(args)
     try:
         from . import wiring
 

@@ -99,6 +99,10 @@ class Settings:
     # How long a worker owns a running job without renewing; a job whose lease ran out
     # is taken over by the next delivery of its message.
     lease_seconds: int = field(default=120, metadata={"env": "JOB_LEASE_SECONDS"})
+    # The Functions host's own switch for the job queue's trigger (function_app.restore_job;
+    # learn.microsoft.com azure-functions/disable-function): an instance with it set runs no
+    # jobs, so it does not load the networks as it starts.
+    jobs_trigger_disabled: bool = field(default=False, metadata={"env": "AzureWebJobs.restore_job.Disabled"})
     # An idle polling worker asks the queue this often: the wait a new job can see before it
     # starts (five cheap requests a second per idle worker).
     worker_poll_seconds: float = field(default=0.2, metadata={"env": "WORKER_POLL_SECONDS"})
@@ -132,10 +136,16 @@ class Settings:
     api_key_cache_seconds: float = field(default=30.0, metadata={"env": "API_KEY_CACHE_SECONDS"})
 
     # Telemetry (processing/telemetry.py): Azure Monitor when the connection string is set,
-    # nothing otherwise. The authentication string is the Functions convention
-    # "Authorization=AAD;ClientId=<managed identity>" for Entra ID ingestion.
+    # OTLP when the endpoint is, nothing otherwise. The authentication string is the
+    # Functions convention "Authorization=AAD;ClientId=<managed identity>" for Entra ID
+    # ingestion.
     appinsights_connection_string: str = field(default="", metadata={"env": "APPLICATIONINSIGHTS_CONNECTION_STRING"})
     appinsights_authentication: str = field(default="", metadata={"env": "APPLICATIONINSIGHTS_AUTHENTICATION_STRING"})
+    # OpenTelemetry's standard variable: the base URL of any OTLP/HTTP collector (traces,
+    # metrics and logs go to its /v1/traces, /v1/metrics, /v1/logs). Unset: no OTLP export
+    # (not the specification's localhost default: an app that exports nowhere by default
+    # should not knock on a port nobody listens on). Both may be set: each gets everything.
+    otlp_endpoint: str = field(default="", metadata={"env": "OTEL_EXPORTER_OTLP_ENDPOINT"})
     # text (readable, the local default) or json (one object per line, for log shippers).
     log_format: str = field(default="text", metadata={"env": "LOG_FORMAT"})
 

@@ -13,9 +13,10 @@
   writes one JSON object per line.
 
 The instruments below are OpenTelemetry's proxies: until a provider is installed they do
-nothing, so with APPLICATIONINSIGHTS_CONNECTION_STRING unset telemetry costs next to nothing.
-``configure`` installs Azure Monitor's (Entra ID authentication with the app's managed
-identity); tests install in-memory ones.
+nothing, so with neither APPLICATIONINSIGHTS_CONNECTION_STRING nor OTEL_EXPORTER_OTLP_ENDPOINT
+set telemetry costs next to nothing. ``configure`` installs Azure Monitor's (Entra ID
+authentication with the app's managed identity), OTLP exporters to any collector, or both;
+tests install in-memory ones, or receive OTLP from the real processes.
 """
 
 from __future__ import annotations
@@ -221,14 +222,25 @@ def add_job_context_to(handlers) -> None:
 _configured = False
 
 
-def configure(connection_string: str, authentication: str = "") -> bool:
-    """Send traces, metrics and logs to Azure Monitor when a connection string is set, once
-    per process; False (and nothing installed) otherwise. ``authentication`` is the
-    Functions convention ``Authorization=AAD;ClientId=<id>``: ingestion with that managed
-    identity (Entra ID), so no instrumentation key needs to be trusted."""
+def configure(connection_string: str, authentication: str = "", otlp_endpoint: str = "") -> bool:
+    """Install the exporters the settings name, once per process: Azure Monitor when a
+    connection string is set, OTLP/HTTP to any collector when an endpoint is, both when both
+    are; False (and nothing installed) when neither is. ``authentication`` is the Functions
+    convention ``Authorization=AAD;ClientId=<id>``: ingestion with that managed identity
+    (Entra ID), so no instrumentation key needs to be trusted."""
     global _configured
-    if _configured or not connection_string:
+    if _configured or not (connection_string or otlp_endpoint):
         return _configured
+    spans, readers, records = _otlp(otlp_endpoint) if otlp_endpoint else ([], [], [])
+    if connection_string:
+        _azure_monitor(connection_string, authentication, spans=spans, readers=readers, records=records)
+    else:
+        _providers(spans, readers, records)
+    _configured = True
+    return True
+
+
+def _azure_monitor(connection_string: str, authentication: str, *, spans, readers, records) -> None:
     from azure.monitor.opentelemetry import configure_azure_monitor
 
     options: dict[str, Any] = {
@@ -236,6 +248,8 @@ def configure(connection_string: str, authentication: str = "") -> bool:
         # The app instruments FastAPI itself (api/app.py), the same way with or without Azure Monitor.
         "instrumentation_options": {"fastapi": {"enabled": False}},
     }
+    if spans:  # OTLP too: the distro's providers feed both
+        options.update(span_processors=spans, metric_readers=readers, log_record_processors=records)
     parts = dict(part.split("=", 1) for part in authentication.split(";") if "=" in part)
     if parts.get("Authorization", "").upper() == "AAD":
         from azure.identity import ManagedIdentityCredential
@@ -243,5 +257,48 @@ def configure(connection_string: str, authentication: str = "") -> bool:
         client_id = parts.get("ClientId") or None
         options["credential"] = ManagedIdentityCredential(client_id=client_id)
     configure_azure_monitor(**options)
-    _configured = True
-    return True
+
+
+def _otlp(endpoint: str) -> tuple[list, list, list]:
+    """OTLP/HTTP with protobuf, the collectors' common ground (the OpenTelemetry Collector,
+    Jaeger, Tempo, Honeycomb, Datadog, ...). The endpoint is a base URL, as the
+    specification defines OTEL_EXPORTER_OTLP_ENDPOINT: each signal goes to its ``v1/...``
+    path under it. Headers, timeout and compression come from the exporter's own
+    OTEL_EXPORTER_OTLP_* variables, read by the SDK."""
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    base = endpoint.rstrip("/")
+    return ([BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{base}/v1/traces"))],
+            [PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=f"{base}/v1/metrics"))],
+            [BatchLogRecordProcessor(OTLPLogExporter(endpoint=f"{base}/v1/logs"))])
+
+
+def _providers(spans, readers, records) -> None:
+    """The SDK's providers for the OTLP exporters alone (with Azure Monitor, its distro makes
+    them). The resource names the process (pid, executable), so a collector tells the API's
+    spans from each worker's; OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES apply."""
+    from opentelemetry._logs import set_logger_provider
+    from opentelemetry.instrumentation.logging.handler import LoggingHandler
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.resources import ProcessResourceDetector, Resource
+    from opentelemetry.sdk.trace import TracerProvider
+
+    resource = Resource.create().merge(ProcessResourceDetector().detect())
+    tracer_provider = TracerProvider(resource=resource)
+    for processor in spans:
+        tracer_provider.add_span_processor(processor)
+    trace.set_tracer_provider(tracer_provider)
+    metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=readers))
+    logger_provider = LoggerProvider(resource=resource)
+    for processor in records:
+        logger_provider.add_log_record_processor(processor)
+    set_logger_provider(logger_provider)
+    handler = LoggingHandler(logger_provider=logger_provider)
+    add_job_context_to([handler])  # the job id as a log attribute, whatever the handlers' order
+    logging.getLogger().addHandler(handler)

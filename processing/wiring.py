@@ -5,6 +5,7 @@ one engine) per process, and the periodic housekeeping."""
 from __future__ import annotations
 
 import logging
+import threading
 from functools import lru_cache
 
 from . import telemetry
@@ -24,6 +25,27 @@ def job_handler():
 
     settings = get_settings()
     return JobHandler(settings, storage(), lambda: Engine.from_settings(settings))
+
+
+@lru_cache(maxsize=1)
+def preload_engine() -> threading.Thread | None:
+    """Under the Functions host one process serves the API and runs the jobs: as it starts,
+    load the engine, unless the job trigger is disabled there (then it runs no jobs). In the
+    background: the API answers meanwhile, and a first message waits only for what is left
+    of the load. A load that fails is logged; each job then meets the error itself."""
+    if get_settings().jobs_trigger_disabled:
+        return None
+    handler = job_handler()
+
+    def load() -> None:
+        try:
+            handler.load_engine()
+        except Exception:  # noqa: BLE001  (a thread's exception would otherwise go unseen)
+            logging.getLogger(__name__).exception("models not loaded at start; jobs will report why")
+
+    thread = threading.Thread(target=load, name="engine-load", daemon=True)
+    thread.start()
+    return thread
 
 
 @lru_cache(maxsize=1)
@@ -59,11 +81,13 @@ def housekeeping() -> None:
 def observe(functions_host: bool = False) -> None:
     """Logging and telemetry for this process, once at start. Under the Functions host its
     own handlers format the lines (they get the job id); elsewhere LOG_FORMAT chooses text or
-    JSON lines. Azure Monitor only when APPLICATIONINSIGHTS_CONNECTION_STRING is set."""
+    JSON lines. Azure Monitor only when APPLICATIONINSIGHTS_CONNECTION_STRING is set, OTLP only
+    when OTEL_EXPORTER_OTLP_ENDPOINT is."""
     settings = get_settings()
     if functions_host:
         telemetry.add_job_context_to(logging.getLogger().handlers)
     else:
         telemetry.configure_logging(settings.log_format)
-    if telemetry.configure(settings.appinsights_connection_string, settings.appinsights_authentication):
+    if telemetry.configure(settings.appinsights_connection_string, settings.appinsights_authentication,
+                           settings.otlp_endpoint):
         telemetry.watch_queue_depth(lambda: storage().jobs_queue.get_queue_properties().approximate_message_count)

@@ -54,8 +54,8 @@ class PermanentFailure(Exception):
 
 
 class JobHandler:
-    """Runs one job end to end. The engine is created on first use and kept for the life of
-    the process, so only the first job pays for loading the models."""
+    """Runs one job end to end. The engine is created once and kept for the life of the
+    process: as the process starts (``load_engine``), or else by the first job."""
 
     def __init__(self, settings: Settings, storage: Storage, engine_factory: Callable[[], object], worker_id: str | None = None):
         self.settings = settings
@@ -74,6 +74,19 @@ class JobHandler:
                 self._engine = self._engine_factory()
                 log.info("engine ready: %s", self._engine)  # its runtime, precision and why
             return self._engine
+
+    def load_engine(self) -> float:
+        """Create the engine now (the models loaded and compiled); the seconds it took, 0 when
+        it already existed. A job arriving meanwhile waits for this load, not a second one."""
+        started = time.perf_counter()
+        with self._engine_lock:
+            if self._engine is not None:
+                return 0.0
+            self._engine = self._engine_factory()
+        seconds = time.perf_counter() - started
+        log.info("models loaded in %.1fs from %s", seconds, self.settings.models_dir)
+        log.info("engine ready: %s", self._engine)  # its runtime, precision and why
+        return seconds
 
     def handle_delivery(self, body: bytes | str, dequeue_count: int, put_back: Callable[[int], None]) -> Outcome:
         """One delivery of a message. When another worker holds a live lease on the job,
@@ -378,7 +391,7 @@ class PollingWorker:
             self.storage.poison_queue.send_message(message.content)
             self._delete(message)
             return None
-        keeper = _VisibilityKeeper(self.queue, message, self.visibility)
+        keeper = _VisibilityKeeper(self.queue, message, self.visibility, _job_id_of(message.content))
         keeper.start()
 
         def put_back(seconds: int) -> None:
@@ -409,23 +422,35 @@ class PollingWorker:
             pass
 
 
+def _job_id_of(body) -> str:
+    try:
+        return decode_job_message(body).job_id
+    except ValueError:
+        return ""  # not our message: the handler drops it
+
+
 class _VisibilityKeeper(threading.Thread):
     """Keeps a message invisible while its job runs (each renewal returns a new receipt)."""
 
-    def __init__(self, queue, message, visibility: int):
+    def __init__(self, queue, message, visibility: int, job_id: str = ""):
         super().__init__(daemon=True)
         self.queue = queue
         self.message = message
         self.visibility = visibility
+        self.job_id = job_id
         self._done = threading.Event()
 
     def run(self) -> None:
-        while not self._done.wait(self.visibility / 3):
-            try:
-                updated = self.queue.update_message(self.message.id, self.message.pop_receipt, visibility_timeout=self.visibility)
-                self.message.pop_receipt = updated.pop_receipt
-            except AzureError as error:
-                log.warning("could not renew message visibility: %s", error.__class__.__name__)
+        # Its own thread: without the job's logging context its lines would carry no job id,
+        # and they fall between the job's claim and finish.
+        with telemetry.job_logging(self.job_id):
+            while not self._done.wait(self.visibility / 3):
+                try:
+                    updated = self.queue.update_message(self.message.id, self.message.pop_receipt,
+                                                        visibility_timeout=self.visibility)
+                    self.message.pop_receipt = updated.pop_receipt
+                except AzureError as error:
+                    log.warning("could not renew message visibility: %s", error.__class__.__name__)
 
     def stop(self) -> None:
         self._done.set()

@@ -39,12 +39,13 @@ param principalType string = 'User'
 
 param tags object = {}
 
-// Built-in role definition ids (https://learn.microsoft.com/azure/role-based-access-control/built-in-roles).
+// Built-in role definition ids, as published in https://learn.microsoft.com/azure/role-based-access-control/built-in-roles
+// (tests/infra/test_infra_roles.py checks each against that reference by the name of its key).
 var roles = {
   storageBlobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
   storageBlobDataContributor: 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
   storageQueueDataContributor: '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
-  storageTableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160d3a3'
+  storageTableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
   storageAccountContributor: '17d1049b-9a84-46fb-8f53-869881c3d3ab'
   acrPull: '7f951dda-4ed3-4680-a7ca-43fe172d538d'
   monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'

@@ -49,7 +49,8 @@ resource appInsights 'Microsoft.Insights/components@2020-02-02' = {
     Application_Type: 'web'
     WorkspaceResourceId: workspace.id
     IngestionMode: 'LogAnalytics'
-    RetentionInDays: retentionInDays
+    // No RetentionInDays: a workspace-based component keeps its data in the workspace, for the
+    // workspace's retentionInDays (the component's own setting is ignored).
     // Entra ID ingestion only: telemetry without a token for an identity that holds
     // Monitoring Metrics Publisher on this component is refused.
     DisableLocalAuth: true

@@ -4,9 +4,11 @@
 // (name, value, valueCount, valueSum, valueMax, customDimensions): restore.jobs (outcome,
 // error_code), restore.poisoned_messages, restore.stage.duration (stage), restore.queue.wait,
 // restore.job.duration, restore.faces, restore.refusals (http.status_code, error_code) and
-// restore.queue.depth. The log alerts and the workbook query exactly those names; 5xx answers
-// and replica restarts come from the platform's own metrics, which count each answer once
-// whatever the app's telemetry does.
+// restore.queue.depth. The log alerts and the workbook query exactly those names. What the app
+// cannot report, because it is not running, comes from outside it: 5xx answers from the
+// platform's request metric, crashing or unstartable replicas from the Container Apps system
+// logs, and "the API does not answer at all" from an availability test on /api/health.
+// infra/README.md ("Alerts") has the table: each alert, the failure it catches, how soon.
 
 param location string
 param appInsightsId string
@@ -23,6 +25,18 @@ param hosting string
 
 @description('Resource id of the container app or function app; empty while no app is deployed (then no metric alerts).')
 param appResourceId string = ''
+
+@description('Name of the container app (containerapps): the replica-failure alert reads its system logs.')
+param appName string = ''
+
+@description('Log Analytics workspace that receives the Container Apps environment\'s system logs.')
+param workspaceId string
+
+@description('Base URL of the API (https://...); empty while no app is deployed (then no availability test).')
+param apiUrl string = ''
+
+@description('Run an availability test on /api/health from five regions every 5 minutes, with an alert when three fail. Its requests keep a scale-to-zero app awake (infra/README.md, "Alerts").')
+param availabilityTest bool = true
 
 @description('Failed jobs within 15 minutes at which the failed-jobs alert fires.')
 @minValue(1)
@@ -42,6 +56,7 @@ var window = 'PT15M'
 var frequency = 'PT5M'
 var hasApp = !empty(appResourceId)
 var notify = !empty(alertEmail)
+var probeApi = availabilityTest && !empty(apiUrl)
 
 resource actionGroup 'Microsoft.Insights/actionGroups@2023-01-01' = if (notify) {
   name: 'face-restore-alerts'
@@ -92,7 +107,7 @@ customMetrics
 | summarize wait_max_s = max(valueMax)
 '''
 
-resource failedJobsAlert 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' = {
+resource failedJobsAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
   name: 'face-restore-failed-jobs'
   location: location
   tags: tags
@@ -126,7 +141,7 @@ resource failedJobsAlert 'Microsoft.Insights/scheduledQueryRules@2023-03-15-prev
   }
 }
 
-resource poisonAlert 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' = {
+resource poisonAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
   name: 'face-restore-poison-messages'
   location: location
   tags: tags
@@ -160,7 +175,7 @@ resource poisonAlert 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview'
   }
 }
 
-resource queueWaitAlert 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' = {
+resource queueWaitAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
   name: 'face-restore-queue-wait'
   location: location
   tags: tags
@@ -194,10 +209,7 @@ resource queueWaitAlert 'Microsoft.Insights/scheduledQueryRules@2023-03-15-previ
   }
 }
 
-// --- platform metric alerts: 5xx answers and replica restarts ---------------------------
-// Container Apps: Requests (statusCodeCategory 5xx) and RestartCount. Elastic Premium has no
-// restart count; the closest signal is the health check (HealthCheckStatus below 100 means an
-// instance failed /api/health, and App Service replaces instances that keep failing it).
+// --- platform metric alerts: 5xx answers; the health check on Premium -------------------
 
 resource serverErrorsAlert 'Microsoft.Insights/metricAlerts@2018-03-01' = if (hasApp) {
   name: 'face-restore-5xx'
@@ -248,12 +260,15 @@ resource serverErrorsAlert 'Microsoft.Insights/metricAlerts@2018-03-01' = if (ha
   }
 }
 
-resource restartsAlert 'Microsoft.Insights/metricAlerts@2018-03-01' = if (hasApp) {
-  name: 'face-restore-replica-restarts'
+// Elastic Premium has no restart count; the health check stands in (HealthCheckStatus below
+// 100 means an instance failed /api/health, and App Service replaces instances that keep
+// failing it). An average over the window: it clears by itself once the instances are healthy.
+resource healthCheckAlert 'Microsoft.Insights/metricAlerts@2018-03-01' = if (hasApp && hosting == 'premium') {
+  name: 'face-restore-health-check'
   location: 'global'
   tags: tags
   properties: {
-    description: (hosting == 'containerapps') ? 'A replica restarted (RestartCount): a crash, an out-of-memory kill, or failing probes. Its job is redelivered (infra/README.md).' : 'An instance failed its health check (HealthCheckStatus below 100); App Service replaces instances that keep failing it.'
+    description: 'An instance failed its health check (HealthCheckStatus below 100); App Service replaces instances that keep failing it.'
     severity: 2
     enabled: true
     scopes: [
@@ -264,15 +279,7 @@ resource restartsAlert 'Microsoft.Insights/metricAlerts@2018-03-01' = if (hasApp
     criteria: {
       'odata.type': 'Microsoft.Azure.Monitor.SingleResourceMultipleMetricCriteria'
       allOf: [
-        (hosting == 'containerapps') ? {
-          criterionType: 'StaticThresholdCriterion'
-          name: 'replica-restarts'
-          metricNamespace: 'Microsoft.App/containerApps'
-          metricName: 'RestartCount'
-          timeAggregation: 'Maximum'
-          operator: 'GreaterThan'
-          threshold: 0
-        } : {
+        {
           criterionType: 'StaticThresholdCriterion'
           name: 'health-check'
           metricNamespace: 'Microsoft.Web/sites'
@@ -282,6 +289,128 @@ resource restartsAlert 'Microsoft.Insights/metricAlerts@2018-03-01' = if (hasApp
           threshold: 100
         }
       ]
+    }
+    autoMitigate: true
+    actions: metricAlertActions
+  }
+}
+
+// --- replicas that crash or cannot start (Container Apps system logs) ---------------------
+// Not the RestartCount metric: it is a running total per replica (azure-container-apps #467,
+// #1384), so an alert on it stays fired for the replica's lifetime after one restart. These are
+// the platform's events within the window: restarts after a crash (BackOff), out-of-memory
+// kills, and images that cannot be pulled (a bad image or registry access: no replica starts at
+// all). Not plain terminations: every scale-in and new revision ends replicas too. Counted per window, so the alert clears 15 quiet minutes
+// after the last event.
+var replicaFailuresQuery = '''
+ContainerAppSystemLogs
+| where ContainerAppName == "{app}"
+| where Reason in~ ("BackOff", "ContainerCrashing", "ErrImagePull", "ImagePullBackOff", "ImagePullFailure")
+    or Log has_any ("Back-off restarting failed container", "OOMKilled", "Failed to pull image")
+| summarize failures = count()
+'''
+
+resource replicaFailuresAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = if (hasApp && hosting == 'containerapps') {
+  name: 'face-restore-replica-failures'
+  location: location
+  tags: tags
+  properties: {
+    displayName: 'Face restore: replicas crashing or not starting'
+    description: 'Container Apps system logs report restarts after a crash (BackOff), out-of-memory kills or image pull failures for the app within 15 minutes. Jobs on a crashed replica are redelivered (infra/README.md).'
+    severity: 2
+    enabled: true
+    scopes: [
+      workspaceId
+    ]
+    evaluationFrequency: frequency
+    windowSize: window
+    criteria: {
+      allOf: [
+        {
+          query: replace(replicaFailuresQuery, '{app}', appName)
+          timeAggregation: 'Total'
+          metricMeasureColumn: 'failures'
+          operator: 'GreaterThan'
+          threshold: 0
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    autoMitigate: true
+    actions: logAlertActions
+  }
+}
+
+// --- the API does not answer: a standard availability test from outside --------------------
+// The one signal that exists when no replica runs at all (bad image, crash loop, quota): the
+// app's own metrics (queue wait, failed jobs) need a running worker to be emitted.
+var probeLocations = [
+  'emea-nl-ams-azr' // West Europe
+  'emea-gb-db3-azr' // North Europe
+  'emea-fr-pra-edge' // France Central
+  'us-va-ash-azr' // East US
+  'apac-sg-sin-azr' // Southeast Asia
+]
+
+resource healthTest 'Microsoft.Insights/webtests@2022-06-15' = if (probeApi) {
+  name: 'face-restore-health'
+  location: location
+  // The portal shows a test under its component only with this link.
+  tags: union(tags, {
+    'hidden-link:${appInsightsId}': 'Resource'
+  })
+  kind: 'standard'
+  properties: {
+    SyntheticMonitorId: 'face-restore-health'
+    Name: 'Face restore: /api/health'
+    Description: 'GET /api/health must answer 200 (503 names storage or the model store).'
+    Enabled: true
+    Kind: 'standard'
+    Frequency: 300
+    // A replica woken from zero imports the models first.
+    Timeout: 120
+    RetryEnabled: true
+    Locations: [for id in probeLocations: {
+      Id: id
+    }]
+    Request: {
+      RequestUrl: '${apiUrl}/api/health'
+      HttpVerb: 'GET'
+      ParseDependentRequests: false
+    }
+    ValidationRules: {
+      ExpectedHttpStatusCode: 200
+      SSLCheck: true
+      SSLCertRemainingLifetimeCheck: 7
+    }
+  }
+}
+
+resource apiUnreachableAlert 'Microsoft.Insights/metricAlerts@2018-03-01' = if (probeApi) {
+  name: 'face-restore-api-unreachable'
+  location: 'global'
+  tags: union(tags, {
+    'hidden-link:${appInsightsId}': 'Resource'
+    'hidden-link:${healthTest.id}': 'Resource'
+  })
+  properties: {
+    description: '/api/health failed from at least 3 of 5 regions: no replica answers (it cannot start, crashes, or is out of quota), or storage / the model store is unusable (503).'
+    severity: 1
+    enabled: true
+    scopes: [
+      healthTest.id
+      appInsightsId
+    ]
+    evaluationFrequency: 'PT1M'
+    windowSize: 'PT5M'
+    criteria: {
+      'odata.type': 'Microsoft.Azure.Monitor.WebtestLocationAvailabilityCriteria'
+      webTestId: healthTest.id
+      componentId: appInsightsId
+      failedLocationCount: length(probeLocations) - 2
     }
     autoMitigate: true
     actions: metricAlertActions

@@ -23,7 +23,7 @@ from ..storage import Storage
 from . import errors
 from .deps import owner_check
 from .gate import AccessGate
-from .middleware import BodyLimit, SecurityHeaders
+from .middleware import BodyLimit, HeadAsGet, SecurityHeaders
 from .routes import batches, jobs, meta
 
 # Multipart framing adds a little to the files themselves.
@@ -68,6 +68,7 @@ def create_app(settings: Settings, storage: Storage | None = None) -> FastAPI:
             expose_headers=["Location", "Retry-After"],
         )
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(HeadAsGet)  # outermost: everything inside sees the GET it answers
     errors.install(app)
     app.add_exception_handler(405, _method_not_allowed)
 
@@ -115,10 +116,12 @@ def _openapi(app: FastAPI, settings: Settings) -> dict[str, Any]:
 
 
 def _allowed_methods(app: FastAPI, path: str) -> list[str] | None:
-    """The methods /openapi.json documents for ``path``, or None for a path it does not have."""
+    """The methods /openapi.json documents for ``path`` (and HEAD wherever GET is: HeadAsGet answers
+    it), or None for a path it does not have."""
     for template, operations in app.openapi()["paths"].items():
         if compile_path(template)[0].match(path):
-            return sorted(method.upper() for method in operations)
+            methods = {method.upper() for method in operations}
+            return sorted(methods | ({"HEAD"} if "GET" in methods else set()))
     return None
 
 

@@ -1,9 +1,32 @@
-"""ASGI middleware every response passes: security headers, and the body limit that refuses
-an oversized upload while it arrives."""
+"""ASGI middleware every response passes: HEAD answered as GET, security headers, and the body
+limit that refuses an oversized upload while it arrives."""
 
 from __future__ import annotations
 
 from .errors import error_response
+
+
+class HeadAsGet:
+    """HEAD is GET without the body (RFC 9110, 9.3.2): same status and headers, Content-Length
+    included. FastAPI's routes answer only the methods they name, so HEAD on every GET route was
+    a 405; answering it here covers every route (and the page) in one place, and keeps HEAD out of
+    /openapi.json, where it would be a second operation with the same id."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            return await self.app(scope, receive, send)
+
+        async def without_body(message):
+            if message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, without_body)
 
 
 class SecurityHeaders:

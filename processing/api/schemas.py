@@ -110,7 +110,7 @@ FACES_PATTERN = "^ *[0-9]+ *(, *[0-9]+ *)*$"
 
 class FaceChoice(JobOptions):
     """A form: which of a detection's faces to restore, and the options for the restoration
-    (the photo's framing is the detection's)."""
+    (the photo's framing and small_faces are the detection's)."""
 
     model_config = ConfigDict(json_schema_extra=_form_fields)
 
@@ -179,6 +179,15 @@ class HealthView(BaseModel):
     problems: list[str] = []
 
 
+class DetectionInfo(BaseModel):
+    """How faces are found (DETECT_MAX_SIDE, DETECT_SECOND_PASS_MAX_SIDE, MAX_FACES)."""
+
+    max_side: int = Field(description="Faces are found on a copy whose longer side is at most this many pixels")
+    second_pass_max_side: int = Field(description="small_faces=auto looks again on tiles of a copy at most this "
+                                      "large (0: never)")
+    max_faces: int = Field(description="Faces restored per photo, highest detection score first")
+
+
 class PrecisionInfo(BaseModel):
     engine: str = Field(description="What jobs with precision=auto compute in on this instance: f32 or bf16")
     setting: str = Field(description="ENGINE_PRECISION: auto, f32 or bf16")
@@ -195,6 +204,7 @@ class InfoView(BaseModel):
     max_batch_files: int
     max_batch_bytes: int
     retention_hours: float
+    detection: DetectionInfo
     precision: PrecisionInfo
     options: dict[str, Any]
 

@@ -79,6 +79,8 @@ class RestoreOptions:
     color: str = "auto"
     # 0-1: how much of the original face's fine detail and grain comes back (texture.py).
     texture: float = 0.0
+    # auto: the second detection pass (detectors.SecondPass) runs where its plan says; off: never.
+    small_faces: str = "auto"
     # Restore only the detected faces these boxes (x0, y0, x1, y1, input pixels) point at.
     face_boxes: tuple[tuple[float, float, float, float], ...] | None = None
     # auto: the engine's precision (ENGINE_PRECISION); f32: every network in f32 for this job.
@@ -241,7 +243,8 @@ class Engine:
         stage = stage or Stages()
         stage.timings.setdefault("detect_pass2", 0.0)
         faces = self.detector.detect(image)
-        tiling = self.second_pass.plan(self.detector, image.shape, faces, options.max_faces)
+        tiling = None if options.small_faces == "off" else self.second_pass.plan(
+            self.detector, image.shape, faces, options.max_faces)
         if tiling is not None:
             progress("detecting small faces", 0.07)
             with stage("detect_pass2", tiles=len(tiling.origins)):

@@ -17,10 +17,12 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Iterator
 
-from azure.core.exceptions import ResourceNotFoundError
-from azure.data.tables import TableClient
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+from azure.data.tables import EntityProperty, TableClient, UpdateMode
 
-from .records import QUEUED, RUNNING, SUCCEEDED, TERMINAL, Job, JobRepository, is_job_id, utcnow
+from .records import (QUEUED, RUNNING, SUCCEEDED, TERMINAL, UNREADABLE_OWNER, Job, JobRepository, is_job_id,
+                      utcnow)
 
 log = logging.getLogger(__name__)
 ROW_KEY = "batch"
@@ -45,30 +47,97 @@ class Batch:
 _JSON = {"job_ids", "rejected", "options"}
 
 
+def _strings(value: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+
+
+# What each stored property must hold for the batch to be shown, fed and deleted.
+_CHECKS = {
+    "created_at": lambda value: isinstance(value, datetime),
+    "expires_at": lambda value: isinstance(value, datetime),
+    "job_ids": lambda value: isinstance(value, list) and all(isinstance(i, str) and is_job_id(i) for i in value),
+    "rejected": lambda value: isinstance(value, list) and all(map(_strings, value)),
+    "options": lambda value: isinstance(value, dict),
+    "owner": lambda value: isinstance(value, str),
+}
+
+
+def _read_field(name: str, raw: Any) -> Any:
+    """One stored property as the batch holds it; ValueError or TypeError if it is damaged."""
+    value = raw.value if isinstance(raw, EntityProperty) else raw
+    if name in _JSON:
+        value = json.loads(value)
+    elif isinstance(value, datetime) and value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    if not _CHECKS[name](value):
+        raise ValueError(f"{name} holds {str(value)[:40]!r}")
+    return value
+
+
 class BatchRepository:
     def __init__(self, table: TableClient):
         self.table = table
 
     def create(self, batch: Batch) -> None:
+        self.table.create_entity(self._entity(batch))
+
+    @staticmethod
+    def _entity(batch: Batch) -> dict[str, Any]:
         entity: dict[str, Any] = {"PartitionKey": batch.id, "RowKey": ROW_KEY}
         for name, value in asdict(batch).items():
             if name != "id" and value is not None:
                 entity[name] = json.dumps(value) if name in _JSON else value
-        self.table.create_entity(entity)
+        return entity
 
     def get(self, batch_id: str) -> Batch:
         if not is_job_id(batch_id):
             raise BatchNotFound(batch_id)
+        while True:
+            try:
+                entity = self.table.get_entity(batch_id, ROW_KEY)
+            except ResourceNotFoundError:
+                raise BatchNotFound(batch_id) from None
+            values: dict[str, Any] = {}
+            damaged: dict[str, str] = {}
+            for name in _CHECKS:
+                if name in entity:
+                    try:
+                        values[name] = _read_field(name, entity[name])
+                    except (ValueError, TypeError) as damage:
+                        damaged[name] = str(damage)
+            if not damaged:
+                return Batch(id=batch_id, **values)
+            batch = self._repair(entity, values, damaged)
+            if batch is not None:
+                return batch
+
+    def _repair(self, entity, values: dict[str, Any], damaged: dict[str, str]) -> Batch | None:
+        """A damaged row repaired on the spot, as damaged jobs are (records.py): what still
+        reads is kept; the jobs are found again by their batch_id (each job row names its
+        batch), so the view, the zip and DELETE still reach them; an unreadable owner makes
+        the batch nobody's, never everybody's; damaged dates let the next purge take the row.
+        None when the row changed or went away meanwhile (read it again)."""
+        batch_id = entity["PartitionKey"]
+        log.error("batch %s: its record is damaged (%s); repairing it", batch_id,
+                  "; ".join(f"{name}: {reason}" for name, reason in damaged.items()))
+        now = utcnow()
+        repaired = {**values, **({"owner": UNREADABLE_OWNER} if "owner" in damaged else {}),
+                    **{name: now for name in ("created_at", "expires_at") if name in damaged}}
+        if "job_ids" in damaged:
+            repaired["job_ids"] = self._members(batch_id)
+        batch = Batch(id=batch_id, **repaired)
         try:
-            entity = self.table.get_entity(batch_id, ROW_KEY)
-        except ResourceNotFoundError:
-            raise BatchNotFound(batch_id) from None
-        values = {name: json.loads(entity[name]) if name in _JSON else entity.get(name) for name in
-                  ("created_at", "expires_at", "job_ids", "rejected", "options", "owner") if name in entity}
-        for name in ("created_at", "expires_at"):
-            if isinstance(values.get(name), datetime) and values[name].tzinfo is None:
-                values[name] = values[name].replace(tzinfo=timezone.utc)
-        return Batch(id=batch_id, **values)
+            self.table.update_entity(self._entity(batch), mode=UpdateMode.REPLACE, etag=entity.metadata.get("etag"),
+                                     match_condition=MatchConditions.IfNotModified)
+        except (ResourceModifiedError, ResourceNotFoundError):
+            return None
+        return batch
+
+    def _members(self, batch_id: str) -> list[str]:
+        rows = self.table.query_entities("RowKey eq 'job' and batch_id eq @batch", parameters={"batch": batch_id},
+                                         select=["PartitionKey", "batch_index"])
+        index = lambda row: row.get("batch_index") if isinstance(row.get("batch_index"), int) else 1 << 30
+        return [row["PartitionKey"] for row in sorted(rows, key=index)]
 
     def expired(self, now: datetime) -> list[str]:
         rows = self.table.query_entities(

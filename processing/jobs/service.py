@@ -271,8 +271,13 @@ class JobService:
     def delete(self, job_id: str) -> None:
         """Remove the job's blobs and row now. A worker still running it loses its lease at
         its next progress report and stops."""
-        self.jobs.get(job_id)  # 404 for unknown ids
+        job = self.jobs.get(job_id)  # 404 for unknown ids
         self._remove(job_id)
+        if job.batch_id and not job.terminal:
+            # It held one of its batch's places on the queue (or was about to): the batch's
+            # next image takes it now. The worker that ran it stops without a word, so nobody
+            # else would hand it on before the housekeeping timer.
+            feed(self.jobs, self.storage.enqueue_job, job.batch_id, self.settings.batch_window)
 
     def _remove(self, job_id: str) -> None:
         self.jobs.delete(job_id)

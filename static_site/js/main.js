@@ -28,13 +28,25 @@ import { loadInfo } from "./service-status.js";
 import { state, store } from "./store.js";
 import { wireUploads } from "./uploads.js";
 
+/** The photos remembered from earlier visits, below anything already listed. Called before uploads
+ * are wired: it used to wait for /api/info, and a photo uploaded in that time was saved first (a save
+ * writes the list as shown, so every remembered photo was dropped) and then found in the list and
+ * shown twice. Each job or batch is shown once, whatever the stored list holds. */
 function restoreRecent() {
-  const items = store.load().map((memo) => {
-    if (memo.batch) return new BatchGroup({ id: memo.batch, memo });
-    const card = new JobCard({ id: memo.id, filename: memo.filename });
-    card.pendingExpiry = memo.expires_at;
-    return card;
-  });
+  const shown = new Set(state.items.map((item) => item.id).filter(Boolean));
+  const items = [];
+  for (const memo of store.load()) {
+    const id = memo.batch || memo.id;
+    if (shown.has(id)) continue;
+    shown.add(id);
+    if (memo.batch) {
+      items.push(new BatchGroup({ id: memo.batch, memo }));
+    } else {
+      const card = new JobCard({ id: memo.id, filename: memo.filename });
+      card.pendingExpiry = memo.expires_at;
+      items.push(card);
+    }
+  }
   const list = $("#jobs");
   for (const item of items) list.append(item.el);
   state.items.push(...items);
@@ -67,12 +79,13 @@ function tick() {
 const docs = document.querySelector('a[href="docs"]');
 if (docs) docs.href = apiUrl("/docs");
 wireOptions();
+restoreRecent();
 wireUploads();
 $("#download-all").addEventListener("click", downloadAll);
 document.addEventListener("visibilitychange", () => {
   if (!document.hidden) for (const item of state.items) item.pollNow();
 });
-loadInfo().then(() => restoreRecent());
+loadInfo();
 setInterval(tick, 1000);
 // "Kept for …" on finished photos counts down in minutes.
 setInterval(() => {

@@ -23,6 +23,11 @@ const OPTION_UI = {
     label: "Background", values: { lanczos: "Smooth enlargement", realesrgan: "Real-ESRGAN (slow)" },
     help: "How the rest of the photo is enlarged. Real-ESRGAN is sharper but takes about half a minute per megapixel.",
   },
+  small_faces: {
+    label: "Small faces", values: { auto: "Look for them", off: "Don't look (faster)" },
+    help: "When a large photo's faces come out small, it is searched again, tile by tile, for smaller faces " +
+      "(a few seconds on a 12-megapixel photo). Portraits and close-ups don't need it.",
+  },
   output_format: { label: "File format", values: { png: "PNG", jpeg: "JPEG", webp: "WebP" } },
   quality: { label: "Quality", control: "range", step: 1, show: (v) => `${v}`, when: { output_format: ["jpeg", "webp"] } },
   auto_orient: { label: "Turn upright automatically" },
@@ -225,6 +230,7 @@ export function optionSummary(options) {
   if (options.aligned) parts.push("aligned face");
   if (options.color && options.color !== "auto") parts.push(options.color === "keep" ? "photo's tone" : "restored colours");
   if (options.texture) parts.push(`texture ${Math.round(options.texture * 100)}%`);
+  if (options.small_faces === "off") parts.push("no small-face search");
   if (options.detect_only) parts.push("choosing faces");
   if (options.face_boxes) parts.push("chosen faces");
   if (options.output_format && options.output_format !== "png") parts.push(options.output_format.toUpperCase());

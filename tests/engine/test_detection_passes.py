@@ -268,6 +268,32 @@ def test_a_group_photo_reaches_the_second_pass_with_the_haar_stand_in(engine, gr
         assert len(matches) == (1 if side >= 200 else 0), (x, y, side, [f.box for f in matches])
 
 
+def test_small_faces_off_keeps_to_the_first_pass(engine, monkeypatch, group_photo):
+    """small_faces=off: the photos above that the second pass searched are looked at once;
+    the faces only it finds are not found, and it takes no time. auto is the default."""
+    assert RestoreOptions().small_faces == "auto"
+    squares = squares_photo(4000, 3000, SEVERAL_SCALES)
+    found = {}
+    with monkeypatch.context() as patched:
+        patched.setattr(engine, "detector", SquareDetector())
+        patched.setattr(engine, "second_pass", SecondPass(2520))
+        for small_faces in ("auto", "off"):
+            stage = Stages()
+            found[small_faces] = engine.detect(squares, RestoreOptions(small_faces=small_faces), stage)
+            assert (stage.timings["detect_pass2"] > 0) == (small_faces == "auto")
+        assert len(engine.detector.seen) == 1 + 12 + 1  # auto: the photo and 12 tiles; off: the photo
+    large = [(300, 300, 700, 700), (2000, 400, 2120, 520)]  # the squares the first pass finds
+    assert len(found["off"]) == 2 and len(found["auto"]) == 6
+    for got, want in zip(sorted(boxes(found["off"])), large):
+        assert np.abs(np.subtract(got, want)).max() <= 5  # photo pixels: a pixel of the first copy is 4.8
+    assert boxes(found["off"]) < boxes(found["auto"])
+
+    image, _ = group_photo
+    stage = Stages()
+    assert len(engine.detect(image, RestoreOptions(max_faces=20, small_faces="off"), stage)) == 2
+    assert stage.timings["detect_pass2"] == 0.0
+
+
 @pytest.mark.parametrize("name", ["4 faces, 12 MP", "1 face, 1024 px"])
 def test_ordinary_photos_skip_it_with_the_haar_stand_in(engine, name):
     """The fast default holds where the first pass's faces are well above its smallest."""

@@ -1,5 +1,5 @@
 """Old photos, on real pixels: black-and-white stays black-and-white, a sepia photo keeps its
-hue, a colour photo is left alone by color=auto; the texture option brings back the
+hue and its depth of tone, a colour photo is left alone by color=auto; the texture option brings back the
 original's fine detail inside the face and nowhere else.
 
 The stand-in GFPGAN paints arbitrary colours into every face, which is exactly the failure
@@ -39,6 +39,26 @@ def lab(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(image.astype(np.float32) / 255.0, cv2.COLOR_BGR2LAB)
 
 
+def sepia_curve() -> np.ndarray:
+    """Lab (L, a, b) of every grey level through the sepia toning, by lightness: the chroma a
+    sepia photo has at each lightness, from the toning itself rather than from tone.py's fit."""
+    levels = np.arange(256, dtype=np.uint8)[None, :, None].repeat(3, axis=2)
+    table = lab(sepia(levels))[0]
+    return table[np.argsort(table[:, 0], kind="stable")]
+
+
+def sepia_chroma_ratio(pixels: np.ndarray, where: np.ndarray | None = None) -> np.ndarray:
+    """Each pixel's chroma over the sepia photo's chroma at that pixel's lightness: the 10th,
+    50th and 90th percentiles (1 is the photo's depth of tone). Pixels whose expected chroma is
+    under 5 Lab units (near black) are left out: a ratio there means nothing."""
+    curve = sepia_curve()
+    values = lab(pixels).reshape(-1, 3) if where is None else lab(pixels)[where]
+    expected = np.hypot(np.interp(values[:, 0], curve[:, 0], curve[:, 1]),
+                        np.interp(values[:, 0], curve[:, 0], curve[:, 2]))
+    measured = np.hypot(values[:, 1], values[:, 2])
+    return np.percentile(measured[expected > 5] / expected[expected > 5], [10, 50, 90])
+
+
 def footprint(engine, image, **options) -> np.ndarray:
     """Where the paste-back changed the photo (strength 1 against strength 0)."""
     restored = engine.restore(image, RestoreOptions(color="restore", **options)).image
@@ -68,10 +88,10 @@ def test_a_black_and_white_photo_comes_back_with_equal_channels(engine, photo):
     assert np.array_equal(cv2.cvtColor(kept.faces[0].after, cv2.COLOR_BGR2GRAY), restored_l)
 
 
-def test_a_sepia_photo_keeps_its_hue(engine, photo):
+def test_a_sepia_photo_keeps_its_hue_and_its_chroma(engine, photo):
     image = sepia(photo)
     where = footprint(engine, image)
-    painted = engine.restore(image, RestoreOptions(color="restore")).image
+    painted = engine.restore(image, RestoreOptions(color="restore"))
     kept = engine.restore(image, RestoreOptions())
     assert kept.tone == TONED
     upscaled = cv2.resize(image, (768, 768), interpolation=cv2.INTER_LANCZOS4)
@@ -83,7 +103,14 @@ def test_a_sepia_photo_keeps_its_hue(engine, photo):
     target = np.median(hue(upscaled))
     assert abs(np.median(hue(kept.image)) - target) < 3.0, "the face has the photo's hue"
     assert np.percentile(np.abs(hue(kept.image) - target), 90) < 8.0
-    assert np.percentile(np.abs(hue(painted) - target), 90) > 20.0, "without it the stand-in's colours show"
+    assert np.percentile(np.abs(hue(painted.image) - target), 90) > 20.0, "without it the stand-in's colours show"
+    # ... and as much of it as the photo has at each lightness: a face toned at a third of
+    # the photo's chroma has the right hue and still looks washed out.
+    low, median, high = sepia_chroma_ratio(kept.faces[0].after)
+    assert 0.9 < low and high < 1.1 and abs(median - 1) < 0.03, (low, median, high)
+    low, median, high = sepia_chroma_ratio(kept.image, where)
+    assert 0.9 < low and high < 1.1 and abs(median - 1) < 0.03, (low, median, high)
+    assert sepia_chroma_ratio(painted.faces[0].after)[1] > 2, "the stand-in paints other chroma"
 
 
 def test_a_colour_photo_is_untouched_by_auto_and_toned_by_keep(engine, photo):
@@ -111,6 +138,15 @@ def test_texture_zero_is_the_restoration_itself(engine, photo):
     result = engine.restore(image, RestoreOptions(aligned=True, color="restore", texture=0.0))
     direct = engine._restorer("1.4")(image, gfpgan_noise(0))
     assert np.array_equal(result.image, direct)
+
+
+def test_texture_zero_leaves_a_detected_face_as_restored(engine, photo):
+    """The same on the detector's path (the face found, aligned, restored, pasted back): the
+    face is GFPGAN's output on its aligned crop, with nothing added."""
+    result = engine.restore(photo, RestoreOptions(color="restore", texture=0.0))
+    assert len(result.faces) == 1 and "texture" not in result.timings
+    face = result.faces[0]
+    assert np.array_equal(face.after, engine._restorer("1.4")(face.before, gfpgan_noise(0)))
 
 
 def test_texture_brings_detail_back_inside_the_face_and_nowhere_else(engine, grainy):

@@ -85,6 +85,39 @@ def test_worker_killed_mid_job_is_taken_over_with_one_result(settings, storage, 
         stack.stop()
 
 
+def test_a_batch_job_deleted_while_running_hands_its_queue_slot_on_at_once(settings, storage, tmp_path, astronaut_png):
+    """Batches feed BATCH_WINDOW (2) jobs to the queue. Deleting the running one frees its place:
+    the third image is enqueued by the DELETE itself, while the second has not run yet, not
+    when the second ends or the housekeeping timer runs; the rest of the batch finishes."""
+    stack = LiveStack(settings, tmp_path)
+    stack.start_api()
+    stack.start_worker()
+    try:
+        response = httpx.post(f"{stack.url}/api/batches", files=[("files", (f"{i}.png", astronaut_png)) for i in range(3)],
+                              data={"blend_mask": "parse"}, timeout=60)
+        assert response.status_code == 202, response.text
+        running, second, third = (job["id"] for job in response.json()["jobs"])
+        repo = _repo(storage, settings)
+        assert [repo.get(job_id).enqueued for job_id in (running, second, third)] == [True, True, False]
+
+        def mid_job():
+            body = httpx.get(f"{stack.url}/api/jobs/{running}", timeout=10).json()
+            return body["status"] == "running" and 0.05 < body["progress"] < 0.9
+
+        _wait(mid_job, 120, "the first job never started")
+        assert httpx.delete(f"{stack.url}/api/jobs/{running}", timeout=30).status_code == 204
+        assert not repo.get(second).terminal and repo.get(third).enqueued, "the slot was not handed on"
+
+        for job_id in (second, third):
+            assert wait_for_status(stack.url, job_id, timeout=180)["status"] == "succeeded", stack.logs()
+        _wait(lambda: f"job {running}: deleted while running" in (tmp_path / "worker0.log").read_text(errors="replace"),
+              30, "the worker never noticed the delete")
+        assert blob_names(storage, settings.results_container, running) == []
+        _wait(lambda: _queue_empty(storage), 30, "messages were left on the queue")
+    finally:
+        stack.stop()
+
+
 # -- Azurite restarted mid-run -----------------------------------------------------------------
 
 
@@ -238,6 +271,42 @@ def test_a_damaged_record_stops_neither_a_batch_view_nor_the_timer(client, setti
         _damage(storage, settings, job_id, expires_at=past)
     assert JobService(settings, storage).purge_expired() == 2
     assert [client.get(f"/api/jobs/{job_id}").status_code for job_id in (first, second)] == [404, 404]
+
+
+def _damage_batch(storage, settings, batch_id: str, **properties) -> None:
+    _repo(storage, settings).table.update_entity({"PartitionKey": batch_id, "RowKey": "batch", **properties},
+                                                 mode=UpdateMode.MERGE)
+
+
+def test_a_damaged_batch_record_is_repaired_on_read_not_a_500(settings, storage):
+    """As with jobs: the view answers 200 with every job (found again by their batch id), the
+    owner check holds (an unreadable owner: 404 for everyone), DELETE still reaches every job,
+    and the repaired row is what the next reader finds."""
+    from processing.access.keys import ApiKeys
+    from processing.jobs.batches import BatchRepository
+
+    _, key = ApiKeys(storage.tables.get_table_client(settings.api_keys_table)).create("owner")
+    mine = {"X-API-Key": key}
+    files = [("files", (f"{i}.png", png_bytes(colour=(i, 9, 9)), "image/png")) for i in range(3)]
+    with app_client(settings, storage, raise_server_exceptions=False) as client:
+        anonymous, owned, unowned = (client.post("/api/batches", files=files, headers=headers).json()
+                                     for headers in ({}, mine, mine))
+        _damage_batch(storage, settings, anonymous["id"], job_ids="[[[", created_at="yesterday", rejected="{}")
+        _damage_batch(storage, settings, owned["id"], options=7, job_ids=json.dumps(["../../etc"]))
+        _damage_batch(storage, settings, unowned["id"], owner=42)
+
+        for batch, headers in ((anonymous, {}), (anonymous, {}), (owned, mine)):
+            response = client.get(f"/api/batches/{batch['id']}", headers=headers)
+            assert response.status_code == 200, response.text
+            assert [job["id"] for job in response.json()["jobs"]] == [job["id"] for job in batch["jobs"]]
+        for batch, headers in ((owned, {}), (unowned, {}), (unowned, mine)):
+            response = client.get(f"/api/batches/{batch['id']}", headers=headers)
+            assert response.status_code == 404 and response.json()["error"]["code"] == "batch_not_found", response.text
+
+        repaired = BatchRepository(_repo(storage, settings).table).get(owned["id"])
+        assert repaired.job_ids == [job["id"] for job in owned["jobs"]] and repaired.options == {}
+        assert client.delete(f"/api/batches/{owned['id']}", headers=mine).status_code == 204
+        assert [client.get(f"/api/jobs/{job['id']}", headers=mine).status_code for job in owned["jobs"]] == [404] * 3
 
 
 def test_engine_failures_retry_then_fail_with_a_reason(client, settings, storage):

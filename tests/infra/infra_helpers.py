@@ -6,6 +6,7 @@ pycep-parser (the parser checkov itself uses), the Dockerfile and deploy.sh as t
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -14,6 +15,8 @@ from typing import Any, Iterator
 
 REPO = Path(__file__).resolve().parents[2]
 INFRA = REPO / "infra"
+# Data copied from Azure's published references (each file names its source).
+REFERENCE = Path(__file__).resolve().parent / "reference"
 
 _INTERPOLATION = re.compile(r"\$\{(\w+)\}")
 
@@ -22,10 +25,17 @@ def bicep_files() -> list[Path]:
     return sorted(INFRA.rglob("*.bicep"))
 
 
-def parse_bicep(path: Path) -> dict:
+@functools.lru_cache(maxsize=None)
+def _parse(text: str) -> dict:
     from pycep import BicepParser
 
-    return BicepParser().parse(text=path.read_text())
+    return BicepParser().parse(text=text)
+
+
+def parse_bicep(path: Path) -> dict:
+    """The parsed template (parsed once per text: pycep takes seconds per file). Callers
+    must not modify the tree they get."""
+    return _parse(path.read_text())
 
 
 def leaves(node: Any) -> Iterator[Any]:
@@ -77,6 +87,16 @@ def resolve(tree: dict, value: Any, overrides: dict[str, Any] | None = None) -> 
         return str(resolved) if resolved != match.group(1) else match.group(0)
 
     return _INTERPOLATION.sub(substitute, value)
+
+
+def role_table(path: Path) -> dict[str, str]:
+    """Role name -> role definition ID from a "name<TAB>id" file (# comments)."""
+    table = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, role_id = line.split("\t")
+            table[name.strip()] = role_id.strip().lower()
+    return table
 
 
 def checkov_binary() -> str | None:

@@ -2,7 +2,8 @@
 scripts and deploy.sh: the names must line up, since nothing here can run azd.
 
 - the service: a container app built remotely from ./Dockerfile at the repository root, found
-  by its azd-service-name tag, deployed through the same template (module: main);
+  by its azd-service-name tag, its image set by azd deploy (test_infra_azd_parameters.py checks
+  the types azd's steps send);
 - the parameters azd passes exist in main.bicep, the usual azd ones are wired to azd's
   variables, and the re-provision trap is closed (SERVICE_<APP>_RESOURCE_EXISTS -> appExists);
 - every variable a hook script requires is an output of main.bicep (or one azd sets itself);
@@ -64,14 +65,6 @@ def test_azure_yaml_names_the_infra_and_the_service(azd, service):
     assert any(arg.startswith("WEIGHTS_FROM=") for arg in docker.get("buildArgs", []))
 
 
-def test_azd_deploys_the_service_through_main_bicep(service):
-    # module: main -> azd deploy compiles infra/main.bicep with infra/main.parameters.json,
-    # substituting SERVICE_<NAME>_IMAGE_NAME, so the deploy step is deploy.sh's second pass.
-    _, svc = service
-    assert svc["module"] == "main"
-    assert (INFRA / "main.bicep").is_file() and PARAMETERS.is_file()
-
-
 def test_service_api_version_is_the_templates(service, bicep):
     # azd deploy round-trips the container app through this API version; an older one would
     # drop properties it does not know (the custom scale rule's identity).
@@ -114,12 +107,14 @@ def test_parameters_file_matches_main_bicep(bicep, parameters, service):
 
 def test_reprovision_keeps_the_running_image(bicep):
     # appExists with no image: the app is still deployed, with the image it runs now.
+    # ... and with neither, the container app is still created (on a placeholder): azd deploy
+    # only swaps the image of an app it finds by its tag.
     main = (INFRA / "main.bicep").read_text()
-    assert re.search(r"var deployApp = !empty\(image\) \|\| \(appExists && hosting == 'containerapps'\)", main)
+    assert re.search(r"var deployApp = !empty\(image\) \|\| hosting == 'containerapps'", main)
     module = bicep.main["modules"]["existingImage"]
     assert module["detail"]["path"] == "modules/existing-image.bicep"
     assert config(module)["params"]["exists"] == "appExists"
-    assert re.search(r"var appImage = !empty\(image\) \? image : existingImage\.outputs\.image", main)
+    assert re.search(r"var appImage = !empty\(image\) \? image : \(appExists \? existingImage\.outputs\.image : placeholderImage\)", main)
     assert config(bicep.main["modules"]["containerApps"])["params"]["image"] == "appImage"
 
 

@@ -11,16 +11,11 @@ import re
 from pathlib import Path
 
 import pytest
-from infra_helpers import INFRA, bicep_files, config, leaves, parse_bicep, resolve, resources
+from infra_helpers import INFRA, REFERENCE, bicep_files, config, leaves, parse_bicep, resolve, resources, role_table
 
-ROLE_IDS = {
-    "Storage Blob Data Owner": "b7e6dc6d-f1e8-4753-8033-0f276bb0955b",
-    "Storage Blob Data Contributor": "ba92f5b4-2d11-453d-a403-e96b0029c9fe",
-    "Storage Queue Data Contributor": "974c5e8b-45b9-4653-ba55-5f855dd0fb88",
-    "Storage Table Data Contributor": "0a9a7e1f-b9d0-4cc4-a60d-0319b160d3a3",
-    "AcrPull": "7f951dda-4ed3-4680-a7ca-43fe172d538d",
-    "Monitoring Metrics Publisher": "3913510d-42f4-4e42-8a64-420c390055eb",
-}
+# Published built-in role IDs (tests/infra/reference/builtin-roles.tsv, copied from Microsoft's
+# "Azure built-in roles" reference), not the templates' own values.
+ROLE_IDS = role_table(REFERENCE / "builtin-roles.tsv")
 
 
 @pytest.mark.parametrize("path", bicep_files(), ids=lambda p: p.relative_to(INFRA).as_posix())
@@ -172,7 +167,9 @@ def test_app_identity_has_the_data_roles_and_acrpull(bicep):
     assert ROLE_IDS["AcrPull"] in app
     assert ROLE_IDS["Monitoring Metrics Publisher"] in app, "Entra ID telemetry ingestion needs it"
     # Data plane only: no Owner/Contributor/Storage Account Contributor for the running app.
-    assert app <= set(ROLE_IDS.values())
+    app_roles = ("Storage Blob Data Owner", "Storage Blob Data Contributor", "Storage Queue Data Contributor",
+                 "Storage Table Data Contributor", "AcrPull", "Monitoring Metrics Publisher")
+    assert app <= {ROLE_IDS[name] for name in app_roles}
 
 
 def _scope(assignment: dict) -> str:
@@ -292,10 +289,20 @@ def test_container_app_probes_stay_within_arm_limits(bicep):
     assert 0 < template["terminationGracePeriodSeconds"] <= 600
     probes = template["containers"][0]["probes"]
     assert {p["type"] for p in probes} >= {"Readiness", "Startup"}
+    # The limits as Azure's API definition documents them (the ContainerAppProbe model of
+    # azure-mgmt-appcontainers: "Minimum value is 1. Maximum value is 10."), not copied by hand.
+    from azure.mgmt.appcontainers.models import ContainerAppProbe
+
+    def documented_range(attr: str) -> tuple[int, int]:
+        block = re.search(rf":ivar {attr}:(.*?)(?=:vartype)", ContainerAppProbe.__doc__, re.S).group(1)
+        low, high = re.search(r"Minimum\s+value\s+is\s+(\d+)\.\s+Maximum\s+value\s+is\s+(\d+)", block).groups()
+        return int(low), int(high)
+
     for probe in probes:
-        assert 1 <= probe["failureThreshold"] <= 10, probe
-        assert 1 <= probe["initialDelaySeconds"] <= 60, probe
-        assert 1 <= probe["periodSeconds"] <= 240, probe
+        for key, attr in (("failureThreshold", "failure_threshold"), ("initialDelaySeconds", "initial_delay_seconds"),
+                          ("periodSeconds", "period_seconds"), ("timeoutSeconds", "timeout_seconds")):
+            low, high = documented_range(attr)
+            assert low <= probe[key] <= high, (probe["type"], key, probe[key], (low, high))
     readiness = next(p for p in probes if p["type"] == "Readiness")
     assert readiness["httpGet"]["path"] == "/api/health"
 

@@ -229,3 +229,44 @@ def test_dockerignore_keeps_out(path: str):
 )
 def test_dockerignore_keeps_in(path: str):
     assert not excluded(path), f".dockerignore drops {path}, which the image needs"
+
+
+# --- the Functions host as a non-root user -----------------------------------------------------
+
+# Where the host keeps its secrets (key sentinels; the keys with file storage) outside App Service,
+# as Azure/azure-functions-docker #1210 reports it: "System.UnauthorizedAccessException: Access to
+# the path '/azure-functions-host/Secrets' is denied" for a non-root container user (also #424).
+HOST_SECRETS = "/azure-functions-host/Secrets"
+
+
+def _final_user() -> tuple[str, str]:
+    """(user, uid) the final stage runs as: USER may name the user or its uid."""
+    final = stages()["final"]
+    (user,) = [args for keyword, args in final if keyword == "USER"][-1:]
+    match = re.search(r"useradd [^&]*--uid (\d+) [^&]* (\w+)\s*(?:&&|$)", runs(final))
+    assert match, "the final stage creates no user with a fixed uid"
+    uid, name = match.groups()
+    assert user.split(":")[0] in (uid, name), f"USER {user} is not the user the stage creates ({name}, {uid})"
+    return name, uid
+
+
+def test_the_host_runs_as_uid_10001():
+    name, uid = _final_user()
+    assert uid == "10001"
+
+
+def test_the_host_secrets_directory_belongs_to_the_app_user():
+    final = stages()["final"]
+    name, uid = _final_user()
+    position = {index: args for index, (keyword, args) in enumerate(final) if keyword == "RUN"}
+    user_at = next(i for i, (keyword, _) in enumerate(final) if keyword == "USER")
+    steps = [args for i, args in sorted(position.items()) if i < user_at]
+    text = "\n".join(steps)
+    assert re.search(rf"mkdir -p [^&]*{re.escape(HOST_SECRETS)}\b", text), f"{HOST_SECRETS} is not created"
+    chown = re.search(rf"chown (\S+) [^&]*{re.escape(HOST_SECRETS)}\b", text)
+    assert chown and chown.group(1).split(":")[0] in (name, uid), f"{HOST_SECRETS} is not the app user's"
+    # Only that directory: the host's own files stay root's (read-only to the app user).
+    assert not re.search(r"chown -R \S+ /azure-functions-host\b(?!/)", text)
+    assert not re.search(r"chmod [^&]*(777|o\+w)[^&]*/azure-functions-host", text)
+    # The user exists before its directory is given to it.
+    assert text.find("useradd") < text.find(f"chown {chown.group(1)}")

@@ -11,7 +11,7 @@ import json
 import re
 
 import pytest
-from infra_helpers import INFRA, REPO, config, resolve, resources
+from infra_helpers import INFRA, REFERENCE, REPO, config, resolve, resources
 
 # The app's OpenTelemetry metrics (the contract) and their dimensions.
 CONTRACT = {
@@ -38,7 +38,11 @@ def _query(tree: dict, value) -> str:
 
 
 def _all_queries(tree: dict) -> dict[str, str]:
-    return {name: v["value"] for name, v in tree["variables"].items() if name.endswith("Query")}
+    """The queries on the app's telemetry (customMetrics); the platform's logs are checked below."""
+    queries = {name: v["value"] for name, v in tree["variables"].items() if name.endswith("Query")}
+    platform = {name for name, query in queries.items() if query.lstrip().startswith("ContainerAppSystemLogs")}
+    assert platform == {"replicaFailuresQuery"}, platform
+    return {name: query for name, query in queries.items() if name not in platform}
 
 
 def _metric_names(query: str) -> set[str]:
@@ -128,11 +132,111 @@ def test_5xx_alert_uses_the_platform_request_metric(obs):
     assert premium["metricNamespace"] == "Microsoft.Web/sites" and premium["metricName"] == "Http5xx"
 
 
-def test_restart_alert_uses_restart_count(obs):
-    aca, premium = _metric_alert(obs, "face-restore-replica-restarts")
-    assert aca["metricName"] == "RestartCount" and aca["operator"] == "GreaterThan" and aca["threshold"] == 0
-    # Elastic Premium has no restart count: the health check stands in (README says so).
-    assert premium["metricName"] == "HealthCheckStatus"
+# (namespace, metric) -> (aggregations, dimensions), from Azure Monitor's supported-metrics reference.
+PUBLISHED_METRICS = {
+    (namespace, metric): (set(aggregations.split(",")), set(dimensions.split(",")))
+    for namespace, metric, aggregations, dimensions in (
+        line.split("\t") for line in (REFERENCE / "platform-metrics.tsv").read_text().splitlines()
+        if line and not line.startswith("#"))
+}
+
+
+def _criteria(value) -> list[dict]:
+    """Static criteria, through the hosting conditional."""
+    if isinstance(value.get("operator"), dict):  # a criterion's own "operator" is a string
+        operands = value["operator"]["operands"]
+        return _criteria(operands["true_value"]) + _criteria(operands["false_value"])
+    return [value]
+
+
+def test_metric_alerts_use_published_metrics_dimensions_and_aggregations(obs):
+    seen = 0
+    for resource in resources(obs, "Microsoft.Insights/metricAlerts").values():
+        criteria = config(resource)["properties"]["criteria"]
+        for criterion in [c for item in criteria.get("allOf", []) for c in _criteria(item)]:
+            key = (criterion["metricNamespace"], criterion["metricName"])
+            assert key in PUBLISHED_METRICS, f"{key} is not a published platform metric"
+            aggregations, dimensions = PUBLISHED_METRICS[key]
+            assert criterion["timeAggregation"] in aggregations, (key, criterion["timeAggregation"])
+            assert {d["name"] for d in criterion.get("dimensions", [])} <= dimensions, key
+            seen += 1
+    assert seen >= 3
+
+
+def test_no_alert_watches_a_cumulative_restart_count(obs):
+    # Container Apps' RestartCount is a running total per replica ("Replica Restart Count is the
+    # aggregate restart count", learn.microsoft.com/azure/container-apps/metrics;
+    # microsoft/azure-container-apps #467, #1384): an alert on it never clears.
+    for resource in resources(obs, "Microsoft.Insights/metricAlerts").values():
+        assert "RestartCount" not in json.dumps(config(resource)), config(resource)["name"]
+
+
+def test_replica_failures_are_counted_within_the_window_from_system_logs(obs, bicep):
+    rules = {config(r)["name"]: (r, config(r)) for r in resources(obs, "Microsoft.Insights/scheduledQueryRules").values()}
+    resource, rule = rules["face-restore-replica-failures"]
+    props = rule["properties"]
+    assert props["scopes"] == ["workspaceId"], "system logs live in the workspace, not in App Insights"
+    assert props["autoMitigate"] is True and props["windowSize"] == "window"
+    (criterion,) = props["criteria"]["allOf"]
+    query = obs["variables"]["replicaFailuresQuery"]["value"]
+    # Events in the window (count()), not a gauge: no events in a window -> 0 -> the alert clears.
+    assert re.search(r"\| summarize failures = count\(\)\s*$", query)
+    assert criterion["metricMeasureColumn"] == "failures" and criterion["operator"] == "GreaterThan"
+    assert "ContainerTerminated" not in query, "every scale-in terminates replicas"
+    for reason in ("BackOff", "ImagePullBackOff", "OOMKilled"):
+        assert reason in query
+    # Scoped to this app, and only where the hosting has these logs.
+    assert "{app}" in query and json.dumps(criterion["query"]).count("appName") == 1
+    assert json.dumps(resource["config"]["condition"]).count("containerapps") == 1
+    # The environment's logs reach that workspace (categoryGroup allLogs).
+    containerapps = bicep.module("hosting-containerapps")
+    (setting,) = [config(r) for r in resources(containerapps, "Microsoft.Insights/diagnosticSettings").values()]
+    assert {"categoryGroup": "allLogs", "enabled": True} in setting["properties"]["logs"]
+    params = config(bicep.main["modules"]["observability"])["params"]
+    assert json.dumps(params["workspaceId"]) == json.dumps(config(bicep.main["modules"]["containerApps"])["params"]["workspaceId"])
+
+
+def test_premium_health_check_alert(obs):
+    (resource,) = [r for r in resources(obs, "Microsoft.Insights/metricAlerts").values()
+                   if config(r)["name"] == "face-restore-health-check"]
+    (criterion,) = config(resource)["properties"]["criteria"]["allOf"]
+    assert criterion["metricName"] == "HealthCheckStatus" and criterion["timeAggregation"] == "Average"
+
+
+PUBLISHED_LOCATIONS = {line for line in (REFERENCE / "availability-test-locations.txt").read_text().splitlines()
+                       if line and not line.startswith("#")}
+
+
+def test_availability_test_probes_the_health_endpoint_from_outside(obs, bicep):
+    (test,) = resources(obs, "Microsoft.Insights/webtests").values()
+    body = config(test)
+    assert body["kind"] == "standard" and body["properties"]["Kind"] == "standard"
+    props = body["properties"]
+    assert props["Request"]["RequestUrl"] == "${apiUrl}/api/health" and props["Request"]["HttpVerb"] == "GET"
+    assert props["ValidationRules"]["ExpectedHttpStatusCode"] == 200
+    assert props["Frequency"] in (300, 600, 900) and props["Timeout"] in (30, 60, 90, 120)
+    locations = obs["variables"]["probeLocations"]["value"]
+    assert len(locations) >= 5, "Microsoft recommends at least five locations"
+    assert set(locations) <= PUBLISHED_LOCATIONS, set(locations) - PUBLISHED_LOCATIONS
+    assert "hidden-link:${appInsightsId}" in json.dumps(body["tags"])
+    assert test["config"]["condition"] == "probeApi"
+    # main.bicep hands it the API's URL, and the switch.
+    params = config(bicep.main["modules"]["observability"])["params"]
+    assert "apiUrl" in json.dumps(params["apiUrl"]) and params["availabilityTest"] == "availabilityTest"
+
+
+def test_api_unreachable_alert_uses_the_availability_test(obs):
+    (resource,) = [r for r in resources(obs, "Microsoft.Insights/metricAlerts").values()
+                   if config(r)["name"] == "face-restore-api-unreachable"]
+    props = config(resource)["properties"]
+    criteria = props["criteria"]
+    assert criteria["'odata.type'"] == "Microsoft.Azure.Monitor.WebtestLocationAvailabilityCriteria"
+    assert criteria["componentId"] == "appInsightsId"
+    assert json.dumps(criteria["webTestId"]) == json.dumps({"operator": {"type": "property_accessor", "operands": {
+        "operand_1": "healthTest", "operand_2": "id"}}})
+    # (locations - 2), as Microsoft's availability reference recommends.
+    assert json.dumps(criteria["failedLocationCount"]).count("probeLocations") == 1
+    assert props["autoMitigate"] is True and resource["config"]["condition"] == "probeApi"
 
 
 def test_main_hands_the_app_to_the_metric_alerts(bicep):
@@ -215,3 +319,24 @@ def test_functions_host_stays_in_its_default_telemetry_mode():
     # classic Application Insights output, authenticated with the same identity.
     host = json.loads((REPO / "host.json").read_text())
     assert "telemetryMode" not in host
+
+
+def test_readme_names_each_alert_with_its_failure_signal_and_delay(obs):
+    readme = (INFRA / "README.md").read_text()
+    section = readme.split("\n## Alerts and the workbook\n")[1].split("\n## ")[0]
+    header = "| alert | the failure it catches | signal | how soon"
+    assert header in section
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "`face-restore-" in line]
+    for kind in ("Microsoft.Insights/scheduledQueryRules", "Microsoft.Insights/metricAlerts"):
+        for resource in resources(obs, kind).values():
+            name = config(resource)["name"]
+            (row,) = [line for line in rows if f"`{name}`" in line]
+            assert len([cell for cell in row.split("|") if cell.strip()]) == 4, row
+
+
+def test_readme_has_the_deploy_rehearsal():
+    readme = (INFRA / "README.md").read_text()
+    section = readme.split("\n## Before the first `azd up`: a rehearsal\n")[1].split("\n## ")[0]
+    for step in ("az bicep build", "azd provision --preview", "what-if", "kedaConfiguration.version",
+                 "az monitor app-insights query", "uid=10001", "Known only after a deploy"):
+        assert step in section, step

@@ -48,7 +48,7 @@ def _clear_caches() -> None:
     from processing import config, wiring
 
     config.get_settings.cache_clear()
-    for cached in (wiring.storage, wiring.job_handler, wiring.job_service):
+    for cached in (wiring.storage, wiring.job_handler, wiring.job_service, wiring.preload_engine):
         cached.cache_clear()
 
 
@@ -112,16 +112,19 @@ class Functions:
 
 @pytest.fixture
 def functions(settings, storage, engine, monkeypatch):
-    def load(**extra_env: str) -> Functions:
+    def load(own_engine: bool = False, **extra_env: str) -> Functions:
+        """function_app imported as the host imports it; it starts loading its engine as it
+        is imported, so unless ``own_engine`` the session's engine is put in its place first
+        (no second model load)."""
         for name, value in env_for(settings, **extra_env).items():
             monkeypatch.setenv(name, value)
         _clear_caches()
         import function_app
-
-        module = importlib.reload(function_app)
         from processing import wiring
 
-        wiring.job_handler()._engine = engine  # the session's engine: no second model load
+        if not own_engine:
+            wiring.job_handler()._engine = engine
+        module = importlib.reload(function_app)
         loaded = Functions(module, storage)
         opened.append(loaded)
         return loaded
@@ -191,6 +194,43 @@ def test_the_app_registers_its_functions(functions):
     assert [(b["type"], b["queueName"]) for b in bindings["restore_job"]] == [("queueTrigger", "%JOBS_QUEUE%")]
     assert [(b["type"], b["queueName"]) for b in bindings["fail_poisoned_job"]] == [("queueTrigger", "%JOBS_QUEUE%-poison")]
     assert bindings["purge_expired_jobs"][0]["type"] == "timerTrigger"
+
+
+def test_the_engine_is_loaded_as_the_app_starts_not_at_the_first_message(functions, astronaut_png):
+    """Importing function_app (what the host's worker process does as it starts) loads the
+    networks in the background while the API already answers; the first message finds the
+    engine there and uses it."""
+    from processing import wiring
+
+    app = functions(own_engine=True)
+    assert wiring.preload_engine.cache_info().currsize == 1, "importing function_app started the load"
+    loading = wiring.preload_engine()
+    assert loading is not None and loading.name == "engine-load"
+    assert app.http("GET", "/api/health").status_code == 200  # answered while (or after) it loads
+    loading.join(timeout=300)
+    handler = wiring.job_handler()
+    loaded = handler._engine
+    assert not loading.is_alive() and loaded is not None, "the engine exists before any message"
+    assert handler.load_engine() == 0.0, "a second load is refused"
+
+    accepted = app.http("POST", "/api/jobs", files={"file": ("me.png", astronaut_png, "image/png")},
+                        data={"upscale": "1", "blend_mask": "box"})
+    job_id = json.loads(accepted.get_body())["id"]
+    assert app.deliver_all() == 1
+    assert _repo(app).get(job_id).status == "succeeded"
+    assert handler._engine is loaded, "the first job ran on the engine loaded at start"
+
+
+def test_an_instance_whose_job_trigger_is_disabled_loads_no_networks(functions):
+    """AzureWebJobs.restore_job.Disabled=true (the host's switch): this process serves the
+    API and runs no jobs, so it never loads the networks."""
+    from processing import wiring
+
+    app = functions(own_engine=True, **{"AzureWebJobs.restore_job.Disabled": "true"})
+    assert wiring.preload_engine() is None
+    _submit(app)
+    assert app.http("GET", "/api/info").status_code == 200
+    assert wiring.job_handler.cache_info().currsize == 0, "no job handler, so no engine"
 
 
 def test_http_submit_queue_process_and_download(functions, astronaut_png):

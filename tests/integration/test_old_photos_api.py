@@ -1,5 +1,6 @@
 """The old-photo options through the API on Azurite and through the command line: a grey
-photo's job reports its tone and its result is grey; color and texture are explained in
+photo's job reports its tone and its result is grey; a sepia photo's faces come back with the
+photo's hue and depth of tone; color and texture are explained in
 /api/info and refused field by field when wrong."""
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from tests.conftest import ROOT, astronaut_bgr, encoded, env_for
+from tests.engine.test_old_photos import sepia, sepia_chroma_ratio
 from tests.integration.test_batches_and_options import deliver_one
 
 
@@ -32,6 +34,23 @@ def test_a_grey_photo_job_stays_grey_and_says_why(client, storage, handler):
     after = np.asarray(Image.open(io.BytesIO(client.get(done["faces"][0]["after"]).content)).convert("RGB")).astype(int)
     assert np.ptp(after, axis=2).max() == 0
     assert done["timings"]["texture"] > 0 and done["timings"]["tone"] > 0
+
+
+def _image(client, link: str) -> np.ndarray:
+    return cv2.cvtColor(np.asarray(Image.open(io.BytesIO(client.get(link).content)).convert("RGB")), cv2.COLOR_RGB2BGR)
+
+
+def test_a_sepia_photo_job_keeps_its_tone(client, storage, handler):
+    job = client.post("/api/jobs", files={"file": ("great-grandpa.png", encoded(sepia(astronaut_bgr())))},
+                      data={"upscale": "1"}).json()
+    deliver_one(storage, handler)
+    done = client.get(f"/api/jobs/{job['id']}").json()
+    assert done["status"] == "succeeded" and done["tone"] == "toned" and done["face_count"] == 1
+    low, median, high = sepia_chroma_ratio(_image(client, done["faces"][0]["after"]))
+    assert 0.9 < low and high < 1.1 and abs(median - 1) < 0.03, (low, median, high)
+    x0, y0, x1, y1 = (round(v) for v in done["faces"][0]["box"])
+    low, median, high = sepia_chroma_ratio(_image(client, done["links"]["result"])[y0:y1, x0:x1])
+    assert 0.9 < low and high < 1.1 and abs(median - 1) < 0.03, (low, median, high)
 
 
 def test_the_options_are_explained_and_checked(client):

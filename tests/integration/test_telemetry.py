@@ -11,6 +11,7 @@ import json
 import logging
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 
 import httpx
@@ -249,6 +250,28 @@ def test_azure_monitor_ingests_with_the_managed_identity(monkeypatch):
     assert telemetry.configure("") is False
 
 
+def test_with_both_azure_monitor_and_an_otlp_endpoint_the_distro_feeds_both(monkeypatch):
+    """Both set: the OTLP exporters ride on the distro's providers (one set per process)
+    rather than replacing Azure Monitor's. The cross-process OTLP path itself is in
+    test_telemetry_processes.py."""
+    import azure.monitor.opentelemetry as distro
+    from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    given = {}
+    monkeypatch.setattr(distro, "configure_azure_monitor", lambda **options: given.update(options))
+    monkeypatch.setattr(telemetry, "_configured", False)
+    assert telemetry.configure("InstrumentationKey=00000000-0000-0000-0000-000000000000;IngestionEndpoint=https://x",
+                               "", "http://127.0.0.1:4318")
+    monkeypatch.setattr(telemetry, "_configured", False)
+    assert [type(p) for p in given["span_processors"]] == [BatchSpanProcessor]
+    assert [type(r) for r in given["metric_readers"]] == [PeriodicExportingMetricReader]
+    assert [type(p) for p in given["log_record_processors"]] == [BatchLogRecordProcessor]
+    for shut in (*given["span_processors"], *given["metric_readers"], *given["log_record_processors"]):
+        shut.shutdown()  # their threads, not the test's providers
+
+
 def test_queue_messages_carry_the_trace_context_and_old_ones_stay_readable(capture, storage):
     from opentelemetry import trace
 
@@ -261,3 +284,26 @@ def test_queue_messages_carry_the_trace_context_and_old_ones_stay_readable(captu
     assert message.job_id == "a" * 32 and message.enqueued_at is not None
     assert message.context["traceparent"].split("-")[1] == f"{caller.get_span_context().trace_id:032x}"
     assert decode_job_message(base64.b64decode(base64.b64encode(b'{"job_id": "old"}'))).context == {}
+
+
+def test_the_visibility_keepers_lines_carry_the_job_id(storage, caplog):
+    """The polling worker renews a message's visibility from a thread of its own, between the
+    job's claim and finish: a failed renewal's warning names the job too. A real queue on
+    Azurite refuses the renewal (the receipt is stale once the message was updated)."""
+    from processing.storage import encode_job_message
+    from processing.worker import _VisibilityKeeper
+
+    storage.jobs_queue.send_message(encode_job_message("f" * 32))
+    message = storage.jobs_queue.receive_message(visibility_timeout=30)
+    storage.jobs_queue.update_message(message.id, message.pop_receipt, visibility_timeout=30)  # receipt now stale
+    keeper = _VisibilityKeeper(storage.jobs_queue, message, visibility=1, job_id="f" * 32)
+    caplog.handler.addFilter(telemetry.JobContext())
+    with caplog.at_level(logging.WARNING, logger="processing"):
+        keeper.start()
+        deadline = time.monotonic() + 10
+        while not any("could not renew" in r.getMessage() for r in caplog.records) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        keeper.stop()
+    renewals = [r for r in caplog.records if "could not renew" in r.getMessage()]
+    assert renewals, "the stale receipt was not refused"
+    assert all(r.job_id == "f" * 32 for r in renewals)

@@ -11,7 +11,7 @@ from ...engine.runtimes import plan
 from ...jobs.options import JobOptions
 from ...jobs.service import JobService
 from ..deps import get_service
-from ..schemas import HealthView, InfoView, PrecisionInfo
+from ..schemas import DetectionInfo, HealthView, InfoView, PrecisionInfo
 
 router = APIRouter(prefix="/api", tags=["meta"])
 Service = Annotated[JobService, Depends(get_service)]
@@ -60,6 +60,8 @@ def get_info(service: Service) -> InfoView:
         max_batch_files=settings.max_batch_files,
         max_batch_bytes=settings.max_batch_bytes,
         retention_hours=settings.retention_hours,
+        detection=DetectionInfo(max_side=settings.detect_max_side, max_faces=settings.max_faces,
+                                second_pass_max_side=settings.detect_second_pass_max_side),
         precision=precision_info(settings.engine_backend, settings.engine_precision),
         options=JobOptions.model_json_schema()["properties"],
     )
