@@ -96,6 +96,9 @@ class Settings:
     # Where the networks run: openvino (fastest here) or onnxruntime (about 450 MB leaner
     # at peak); the engine's runtimes.RUNTIMES is the list, and refuses anything else.
     engine_backend: str = field(default="openvino", metadata={"env": "ENGINE_BACKEND"})
+    # What the networks compute in (processing/engine/runtimes.py, plan): auto (bf16 where
+    # OpenVINO runs it natively on AMX, f32 elsewhere), f32, or bf16. ONNX Runtime: f32 always.
+    engine_precision: str = field(default="auto", metadata={"env": "ENGINE_PRECISION"})
     # Faces are found on a copy whose longer side is at most this; landmarks are scaled back
     # to full resolution (0 disables the downscale). 840 is the scale RetinaFace-ResNet50 was
     # trained at (facexlib's cfg_re50 image_size); its smallest anchor is 16 px on that copy.
@@ -198,6 +201,8 @@ class Settings:
                 raise SettingsError(f"{_env_name(name)} must be positive")
         if self.log_format not in ("text", "json"):
             raise SettingsError("LOG_FORMAT must be text or json")
+        if self.engine_precision not in ("auto", "f32", "bf16"):
+            raise SettingsError("ENGINE_PRECISION must be auto, f32 or bf16")
         if self.max_faces < 0 or self.engine_threads < 0 or self.retention_hours <= 0:
             raise SettingsError("MAX_FACES and ENGINE_THREADS must be >= 0, JOB_RETENTION_HOURS > 0")
         for name in ("rate_limit_per_minute", "rate_limit_reads_per_minute", "api_key_cache_seconds",

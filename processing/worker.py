@@ -75,6 +75,7 @@ class JobHandler:
         with self._engine_lock:
             if self._engine is None:
                 self._engine = self._engine_factory()
+                log.info("engine ready: %s", self._engine)  # its runtime, precision and why
             return self._engine
 
     def load_engine(self) -> float:
@@ -87,6 +88,7 @@ class JobHandler:
             self._engine = self._engine_factory()
         seconds = time.perf_counter() - started
         log.info("models loaded in %.1fs from %s", seconds, self.settings.models_dir)
+        log.info("engine ready: %s", self._engine)  # its runtime, precision and why
         return seconds
 
     def handle_delivery(self, body: bytes | str, dequeue_count: int, put_back: Callable[[int], None]) -> Outcome:
@@ -248,7 +250,7 @@ class JobHandler:
         outcome = self._succeed(held, {**result.timings, **stage.timings}, started, faces, "succeeded with",
                                 result_blob=result_blob, result_content_type=codec.content_type(options.output_format),
                                 result_width=int(result.image.shape[1]), result_height=int(result.image.shape[0]),
-                                preprocessing=steps, tone=result.tone)
+                                preprocessing=steps, tone=result.tone, precision=result.precision)
         telemetry.FACES.record(len(faces))  # restored faces per job (a detection restores none)
         return outcome
 
@@ -259,7 +261,8 @@ class JobHandler:
         with stage("detect"):
             found = engine.detect(pixels, restore_options, stage)
         faces = [face_record(face, unframed) for face in found]
-        return self._succeed(held, stage.timings, started, faces, "found", preprocessing=steps)
+        return self._succeed(held, stage.timings, started, faces, "found", preprocessing=steps,
+                             precision=engine.precision_for(restore_options.precision))
 
     @staticmethod
     def _succeed(held: "_HeldJob", timings: dict[str, float], started: float, faces: list[dict], verb: str,

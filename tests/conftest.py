@@ -133,7 +133,18 @@ def standin_weights() -> Path:
 
 @pytest.fixture(scope="session")
 def standin_models(standin_weights) -> Path:
+    """The model store the service runs: weights stored in fp16."""
     return standin_weights / "onnx"
+
+
+@pytest.fixture(scope="session")
+def standin_models_fp32(standin_weights) -> Path:
+    """The same networks exported with fp32 weights (``export --fp32-weights``), built once:
+    what the faithfulness tests compare with upstream's modules, which hold fp32 weights."""
+    from processing.checkpoints.export import export_store
+
+    export_store(standin_weights, standin_weights / "onnx-fp32", log=lambda line: None, weights="fp32")
+    return standin_weights / "onnx-fp32"
 
 
 _official_requested = False
@@ -175,10 +186,12 @@ def official_models() -> Path:
 
 
 @pytest.fixture(scope="session")
-def engine(standin_models):
+def engine(standin_models_fp32):
     from processing.engine.pipeline import Engine
 
-    return Engine.open(standin_models, threads=2, allow_standin=True, models=("1.4", "1.3"))
+    # fp32 weights computed in f32, on any CPU: the faithfulness tests compare it with upstream's
+    # modules (the fp16-stored store's difference is measured apart, tests/engine/test_precision.py).
+    return Engine.open(standin_models_fp32, threads=2, allow_standin=True, models=("1.4", "1.3"), precision="f32")
 
 
 def unique_name(prefix: str) -> str:

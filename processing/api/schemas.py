@@ -157,6 +157,8 @@ class JobView(BaseModel):
     preprocessing: list[str] = Field([], description="Preprocessing steps applied, in order")
     tone: str = Field("", description="What the photo is: monochrome, toned (sepia, cyanotype...) or colour; "
                       "with color=auto the first two keep their tone")
+    precision: str = Field("", description="What the networks computed in for this job (f32 or bf16), "
+                           "as the runtime reported it; empty until the job has run, or when no network ran")
     batch_id: str | None = None
     standin_weights: bool = False
     webhook: WebhookView | None = None
@@ -251,6 +253,14 @@ class DetectionInfo(BaseModel):
     max_faces: int = Field(description="Faces restored per photo, highest detection score first")
 
 
+class PrecisionInfo(BaseModel):
+    engine: str = Field(description="What jobs with precision=auto compute in on this instance: f32 or bf16")
+    setting: str = Field(description="ENGINE_PRECISION: auto, f32 or bf16")
+    native_bf16: bool = Field(description="The runtime reports native bf16 on this CPU")
+    bf16_kernel: str = Field(description="The convolution kernel the runtime would use for bf16 here "
+                             "(an AMX one is what makes bf16 faster than f32)")
+
+
 class InfoView(BaseModel):
     standin_weights: bool
     models: list[str]
@@ -260,6 +270,7 @@ class InfoView(BaseModel):
     max_batch_bytes: int
     retention_hours: float
     detection: DetectionInfo
+    precision: PrecisionInfo
     options: dict[str, Any]
 
 

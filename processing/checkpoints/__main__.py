@@ -45,7 +45,8 @@ def cmd_export(args) -> int:
     from .export import export_store
 
     try:
-        export_store(args.dir, args.models_dir or args.dir / "onnx", [v.strip() for v in args.models.split(",")])
+        export_store(args.dir, args.models_dir or args.dir / "onnx", [v.strip() for v in args.models.split(",")],
+                     weights="fp32" if args.fp32_weights else "fp16")
     except weights.WeightsError as error:
         print(f"export failed: {error}", file=sys.stderr)
         return 1
@@ -71,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     export = command("export", cmd_export, "export the checkpoints to the model store the service runs")
     export.add_argument("--models-dir", type=Path, help="where the service reads them (default: DIR/onnx)")
     export.add_argument("--models", default="1.4,1.3", help="GFPGAN versions to export, those present (default 1.4,1.3)")
+    export.add_argument("--fp32-weights", action="store_true",
+                        help="store the weights in fp32, as the checkpoints hold them (twice the size; default fp16)")
     args = parser.parse_args(argv)
     return args.run(args)
 

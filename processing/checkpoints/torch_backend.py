@@ -27,6 +27,9 @@ class TorchBackend:
         self.weights_dir = Path(weights_dir)
         self.standin = is_standin_dir(self.weights_dir)
 
+    def precision_for(self, asked: str | None) -> str:
+        return "f32"  # torch's CPU modules in their parameters' dtype
+
     def versions(self) -> list[str]:
         return [v for v, name in GFPGAN_FILES.items() if (self.weights_dir / name).is_file()]
 

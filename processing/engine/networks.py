@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from .retinaface import RetinaFaceNet
-from .runtimes import runner
+from .runtimes import F32, Runtime, runner
 from .store import BACKGROUND, DETECTOR, GFPGAN_ROLES, PARSER, ModelStore
 
 
@@ -50,7 +50,7 @@ def gfpgan_noise(seed: int) -> list[np.ndarray]:
 class GfpganRestorer:
     """crop (512x512 BGR uint8), noise -> restored 512x512 BGR uint8."""
 
-    def __init__(self, path: Path, threads: int = 0, runtime: str = "openvino"):
+    def __init__(self, path: Path, threads: int = 0, runtime: "str | Runtime" = "openvino"):
         self.run = runner(path, threads, runtime)
         self.noise_names = [name for name in self.run.input_names if name.startswith("noise")]
 
@@ -60,7 +60,7 @@ class GfpganRestorer:
 
 
 class ParseNetParser:
-    def __init__(self, path: Path, threads: int = 0, runtime: str = "openvino"):
+    def __init__(self, path: Path, threads: int = 0, runtime: "str | Runtime" = "openvino"):
         self.run = runner(path, threads, runtime)
 
     def labels(self, face_bgr: np.ndarray) -> np.ndarray:
@@ -72,7 +72,7 @@ class ParseNetParser:
 class RealEsrganNet:
     """One tile: RGB float32 1x3xHxW in [0, 1] (even sides) -> 1x3x2Hx2W, as RRDBNet's forward."""
 
-    def __init__(self, path: Path, threads: int = 0, runtime: str = "openvino"):
+    def __init__(self, path: Path, threads: int = 0, runtime: "str | Runtime" = "openvino"):
         self.run = runner(path, threads, runtime)
 
     def __call__(self, tile: np.ndarray) -> np.ndarray:
@@ -80,10 +80,23 @@ class RealEsrganNet:
 
 
 class OnnxBackend:
-    """The networks of a model store on one runtime (ENGINE_BACKEND)."""
+    """The networks of a model store on one runtime (ENGINE_BACKEND), in one precision
+    (``Runtime.precision``, resolved from ENGINE_PRECISION by ``runtimes.plan``)."""
 
-    def __init__(self, store: ModelStore, threads: int = 0, runtime: str = "openvino"):
-        self.store, self.threads, self.name = store, threads, runtime
+    def __init__(self, store: ModelStore, threads: int = 0, runtime: "str | Runtime" = "openvino"):
+        self.runtime = Runtime(runtime) if isinstance(runtime, str) else runtime
+        self.store, self.threads, self.name = store, threads, self.runtime.name
+        self._made: list = []
+
+    def _made_with(self, network):
+        self._made.append(network.run)
+        return network
+
+    def precision_for(self, asked: str | None) -> str:
+        """What the networks compiled so far for a job asking ``asked`` ("f32", or None/"auto"
+        for the engine's own) compute in, as the runtime reports them; "" if none is."""
+        asked = F32 if asked == F32 else None
+        return "+".join(sorted({precision for run in self._made if (precision := run.ran(asked))}))
 
     @property
     def standin(self) -> bool:
@@ -96,13 +109,13 @@ class OnnxBackend:
         return self.store.has(BACKGROUND)
 
     def restorer(self, version: str):
-        return GfpganRestorer(self.store.path(GFPGAN_ROLES[version]), self.threads, self.name)
+        return self._made_with(GfpganRestorer(self.store.path(GFPGAN_ROLES[version]), self.threads, self.runtime))
 
     def parser(self):
-        return ParseNetParser(self.store.path(PARSER), self.threads, self.name)
+        return self._made_with(ParseNetParser(self.store.path(PARSER), self.threads, self.runtime))
 
     def detector(self):
-        return RetinaFaceNet(self.store.path(DETECTOR), self.threads, self.name)
+        return self._made_with(RetinaFaceNet(self.store.path(DETECTOR), self.threads, self.runtime))
 
     def background(self):
-        return RealEsrganNet(self.store.path(BACKGROUND), self.threads, self.name)
+        return self._made_with(RealEsrganNet(self.store.path(BACKGROUND), self.threads, self.runtime))

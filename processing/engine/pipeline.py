@@ -21,6 +21,7 @@ rounding (benchmarks/, tests/engine/). It knows nothing of storage, HTTP or Func
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import threading
@@ -35,6 +36,7 @@ from .detectors import (FACE_SIZE, FACE_TEMPLATE, Detector, Face, HaarStandInDet
                         center_face, chosen_faces)
 from .memory import release_heap
 from .networks import OnnxBackend, gfpgan_noise
+from .runtimes import Plan, Runtime, computing, plan
 from .stages import Observer, Stages
 from .store import GFPGAN_ROLES, ModelsError, ModelStore
 from .texture import add_texture
@@ -81,6 +83,8 @@ class RestoreOptions:
     small_faces: str = "auto"
     # Restore only the detected faces these boxes (x0, y0, x1, y1, input pixels) point at.
     face_boxes: tuple[tuple[float, float, float, float], ...] | None = None
+    # auto: the engine's precision (ENGINE_PRECISION); f32: every network in f32 for this job.
+    precision: str = "auto"
 
 
 @dataclass
@@ -96,6 +100,7 @@ class RestoreResult:
     faces: list[RestoredFace]
     timings: dict[str, float] = field(default_factory=dict)
     tone: str = ""  # monochrome | toned | colour, as read from the photo ("" with color=restore)
+    precision: str = ""  # what the networks ran in (f32 | bf16), as the runtime reports it; "" if none ran
 
 
 def _covered_rect(matrix: np.ndarray, size: int, margin: float, width: int, height: int) -> tuple[int, int, int, int]:
@@ -121,6 +126,22 @@ class Backend(Protocol):
     def parser(self): ...
     def detector(self): ...
     def background(self) -> Callable[[np.ndarray], np.ndarray]: ...
+    def precision_for(self, asked: str | None) -> str: ...
+
+
+def _in_asked_precision(method):
+    """An engine entry point whose networks compute in the precision its options ask for; a
+    restore's result says what they ran in."""
+
+    @functools.wraps(method)
+    def in_precision(self, image, options=RestoreOptions(), *args, **kwargs):
+        with computing(options.precision) as computed:
+            result = method(self, image, options, *args, **kwargs)
+        if isinstance(result, RestoreResult):
+            result.precision = computed.precision
+        return result
+
+    return in_precision
 
 
 class Engine:
@@ -156,9 +177,15 @@ class Engine:
         release_heap()
 
     @classmethod
-    def open(cls, models_dir: Path, *, runtime: str = "openvino", threads: int = 0, **options) -> "Engine":
-        """The engine on the exported models in ``models_dir``."""
-        return cls(OnnxBackend(ModelStore(models_dir), threads, runtime), threads=threads, **options)
+    def open(cls, models_dir: Path, *, runtime: str = "openvino", threads: int = 0, precision: str = "auto",
+             **options) -> "Engine":
+        """The engine on the exported models in ``models_dir``, in the precision ``precision``
+        (ENGINE_PRECISION: auto | f32 | bf16) resolves to on this CPU."""
+        chosen = plan(runtime, precision)
+        engine = cls(OnnxBackend(ModelStore(models_dir), threads, Runtime(runtime, chosen.precision)), threads=threads,
+                     **options)
+        engine.plan = chosen
+        return engine
 
     @classmethod
     def from_settings(cls, settings) -> "Engine":
@@ -169,7 +196,20 @@ class Engine:
             detect_max_side=settings.detect_max_side,
             detect_second_pass_max_side=settings.detect_second_pass_max_side,
             allow_standin=settings.standin_weights,
+            precision=settings.engine_precision,
         )
+
+    plan: Plan | None = None  # how the precision was chosen (None: a backend given directly)
+
+    def __str__(self) -> str:
+        why = f" ({self.plan.describe()})" if self.plan is not None else ""
+        return (f"{self.backend.name}, {self.precision_for('auto')}{why}, models "
+                f"{', '.join(sorted(self._restorers))}{', stand-ins' if self.standin else ''}")
+
+    def precision_for(self, asked: str = "auto") -> str:
+        """What the networks compiled for a job asking ``asked`` (auto | f32) compute in, as
+        the runtime reports them ("" if none is compiled for it)."""
+        return self.backend.precision_for(asked)
 
     def background_upsampler(self) -> TiledUpsampler:
         """Real-ESRGAN x2, loaded on first use (most jobs never ask for it)."""
@@ -196,6 +236,7 @@ class Engine:
 
     # -- the pipeline -------------------------------------------------------------
 
+    @_in_asked_precision
     def detect(self, image: np.ndarray, options: RestoreOptions, stage: Stages | None = None,
                progress: Progress = _no_progress) -> list[Face]:
         """The detector's faces, and the second pass's where it runs (timed as ``detect_pass2``)."""
@@ -215,6 +256,7 @@ class Engine:
             faces = [center_face(faces, image.shape[1], image.shape[0])]
         return faces[: options.max_faces]
 
+    @_in_asked_precision
     def restore(
         self,
         image: np.ndarray,

@@ -3,8 +3,10 @@
 The running service never sees a checkpoint (.pth) and never exports: the build
 (``python -m processing.checkpoints export``, the Docker build) turns verified checkpoints into
 ONNX graphs in this directory and writes ``models.json``, which names each network's file
-with its size and SHA-256, the checkpoint it came from, and whether the checkpoints were
-official or stand-ins. The store is read-only to the service: a container's image layer,
+with its size and SHA-256, the checkpoint it came from, whether the checkpoints were
+official or stand-ins, and how the weights are stored: ``fp16`` (the default, half the
+size; each weight is cast to f32 inside the graph, so both runtimes compute in f32 or bf16
+as asked) or ``fp32`` (the checkpoint's values exactly, ``export --fp32-weights``). The store is read-only to the service: a container's image layer,
 owned by root, works as it is.
 
 Checking a store at start-up compares sizes (instant); ``check(full_hash=True)`` (the
@@ -23,8 +25,10 @@ from typing import Iterable
 MANIFEST = "models.json"
 # Bump when an export wrapper or its inputs/outputs change: the engine then refuses a store
 # exported by an older build instead of feeding it inputs it does not have.
-EXPORT_FORMAT = 2
+# 3: weights stored in fp16 by default (with Cast nodes to f32), named by storage in the file name.
+EXPORT_FORMAT = 3
 OPSET = 17
+WEIGHTS = ("fp16", "fp32")  # how an export stores its weights; fp16 is the default
 
 GFPGAN_ROLES = {"1.3": "gfpgan-1.3", "1.4": "gfpgan-1.4"}
 DETECTOR = "detector"
@@ -37,10 +41,10 @@ class ModelsError(RuntimeError):
     """The store is missing, incomplete, damaged or of the wrong kind; the message says what to run."""
 
 
-def export_name(checkpoint: str, checkpoint_sha256: str) -> str:
-    """An export's file name: the checkpoint it came from (by hash) and the export format,
-    so a changed checkpoint or exporter never reuses a stale graph."""
-    return f"{Path(checkpoint).stem}.{checkpoint_sha256[:16]}.opset{OPSET}.v{EXPORT_FORMAT}.onnx"
+def export_name(checkpoint: str, checkpoint_sha256: str, weights: str = "fp16") -> str:
+    """An export's file name: the checkpoint it came from (by hash), the export format and how
+    its weights are stored, so a changed checkpoint or exporter never reuses a stale graph."""
+    return f"{Path(checkpoint).stem}.{checkpoint_sha256[:16]}.opset{OPSET}.v{EXPORT_FORMAT}.{weights}.onnx"
 
 
 def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
@@ -84,6 +88,11 @@ class ModelStore:
                 f"format {EXPORT_FORMAT}: export again with `python -m processing.checkpoints export`"
             )
         return manifest
+
+    @property
+    def weights(self) -> str:
+        """How the weights are stored: fp16 or fp32."""
+        return self.manifest.get("weights", "fp32") if self._readable() else ""
 
     @property
     def standin(self) -> bool:

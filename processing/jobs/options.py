@@ -77,6 +77,12 @@ class JobOptions(BaseModel):
         "several separated by ';' (a box chooses the face it overlaps most)",
         json_schema_extra={"pattern": FACE_BOXES_PATTERN},
     )
+    precision: Literal["auto", "f32"] = Field(
+        "auto",
+        description="auto: the service's precision (/api/info: bf16 on CPUs with a fast native bf16 unit, about "
+        "4x faster there, f32 elsewhere); f32: full 32-bit floating point for this job, the reference result "
+        "(slower where the service runs bf16). The job's precision field says which ran",
+    )
     output_format: Literal["png", "jpeg", "webp"] = Field("png", description="Format of the restored image")
     quality: int = Field(92, ge=1, le=100, description="JPEG/WebP quality (ignored for PNG)")
 
@@ -162,6 +168,7 @@ class JobOptions(BaseModel):
             color=self.color,
             texture=self.texture,
             small_faces=self.small_faces,
+            precision=self.precision,
             face_boxes=None if boxes is None else tuple(map_box(box, framing) for box in boxes),
         ), np.linalg.inv(framing)
 

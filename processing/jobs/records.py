@@ -105,6 +105,7 @@ class Job:
     tone: str = ""  # what the engine read from the photo: monochrome | toned | colour
     webhook: str = ""  # the URL to call (processing/jobs/webhooks.py), "" for none
     webhook_events: list[str] = field(default_factory=list)  # start, completed
+    precision: str = ""  # what the networks computed in (f32 | bf16), as the runtime reported; "" if none ran
     etag: str | None = field(default=None, repr=False, compare=False)
 
     @property

@@ -7,7 +7,8 @@ hundreds of anchors wide, and the stand-in ParseNet labels nearly every pixel wi
 the blend mask keeps (a full mask: the paste-back then never shows the mask's shape). The
 fixtures below change a few head parameters, identically in facexlib's torch module (the
 one the stock pipeline runs) and in a copy of the exported graph (the one our engine runs),
-so both sides still hold the same weights.
+so both sides still hold the same weights. The graphs are the fp32-weights export, as upstream's
+modules hold fp32 weights.
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ DETECTOR_HEAD_SCALES = {"ClassHead": 1 / 30, "BboxHead": 1 / 20, "LandmarkHead":
 
 
 @pytest.fixture(scope="session")
-def scored_detector(stock, standin_models, tmp_path_factory) -> Path:
+def scored_detector(stock, standin_models_fp32, tmp_path_factory) -> Path:
     """The stand-in RetinaFace with its heads scaled (DETECTOR_HEAD_SCALES) in the stock
     pipeline's facexlib module and in an exported graph, whose path this returns."""
 
@@ -121,7 +122,8 @@ def scored_detector(stock, standin_models, tmp_path_factory) -> Path:
         return array * np.float32(DETECTOR_HEAD_SCALES[head]) if head in DETECTOR_HEAD_SCALES else None
 
     target = tmp_path_factory.mktemp("scored") / "detector.onnx"
-    return same_weights_edit(stock.restorer.face_helper.face_det, ModelStore(standin_models).path(DETECTOR), target, scaled)
+    return same_weights_edit(stock.restorer.face_helper.face_det, ModelStore(standin_models_fp32).path(DETECTOR), target,
+                             scaled)
 
 
 # ParseNet's classes that win most of a stand-in restored face are kept by the blend mask.
@@ -133,7 +135,7 @@ PARSER_GAIN = 30.0
 
 
 @pytest.fixture(scope="session")
-def structured_parser(stock, standin_models, tmp_path_factory) -> Path:
+def structured_parser(stock, standin_models_fp32, tmp_path_factory) -> Path:
     """The stand-in ParseNet with a structured mask, in the stock pipeline's module and in
     an exported graph, whose path this returns."""
 
@@ -145,7 +147,7 @@ def structured_parser(stock, standin_models, tmp_path_factory) -> Path:
         return array
 
     target = tmp_path_factory.mktemp("structured") / "parser.onnx"
-    return same_weights_edit(stock.restorer.face_helper.face_parse, ModelStore(standin_models).path(PARSER), target,
+    return same_weights_edit(stock.restorer.face_helper.face_parse, ModelStore(standin_models_fp32).path(PARSER), target,
                              swapped, prefix="net.")
 
 

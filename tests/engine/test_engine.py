@@ -21,7 +21,7 @@ from tests.engine.conftest import pinned, psnr
 # -- faithfulness ------------------------------------------------------------------
 
 
-def test_decoder_noise_is_an_input_that_reaches_the_output(engine, standin_weights, standin_models):
+def test_decoder_noise_is_an_input_that_reaches_the_output(engine, standin_weights, standin_models_fp32):
     """Stand-in checkpoints have zero noise strengths, so give every StyleConv a nonzero
     one, in the torch module and in the exported graph alike: the runtime then matches
     upstream's forward fed the same noise, and different noise gives a different face."""
@@ -39,7 +39,7 @@ def test_decoder_noise_is_an_input_that_reaches_the_output(engine, standin_weigh
         conv.weight.data.fill_(0.05 * (index + 1))
         strengths[f"noise{index}"] = 0.05 * (index + 1)
 
-    graph = onnx.load(ModelStore(standin_models).path("gfpgan-1.4"))
+    graph = onnx.load(ModelStore(standin_models_fp32).path("gfpgan-1.4"))
     for node in graph.graph.node:
         noise = next((i for i in node.input if i in strengths), None)
         if node.op_type == "Mul" and noise:

@@ -72,3 +72,56 @@ def test_the_standin_store_says_so(standin_models, tmp_path):
     shutil.copytree(standin_models, copy, copy_function=lambda src, dst: Path(dst).symlink_to(src))
     store = ModelStore(copy)
     assert store.standin and set(store.networks) == {"gfpgan-1.4", "gfpgan-1.3", "detector", "parser", "background"}
+
+
+def test_weights_stored_in_fp16_are_cast_back_to_f32():
+    """A convolution's weights become fp16 in the file and f32 again inside the graph (so
+    every operator still computes in f32); a short vector stays f32; the output moves by no
+    more than fp16's rounding of the weights."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from processing.checkpoints.export import FP16_MIN_ELEMENTS, weights_to_fp16
+
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal((8, 3, 3, 3)).astype(np.float32)
+    bias = rng.standard_normal(8).astype(np.float32)
+    assert bias.size < FP16_MIN_ELEMENTS <= weight.size
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[1, 1, 1, 1])], "conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 16])],
+        [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    reference = model.SerializeToString()
+
+    assert weights_to_fp16(model) == 1
+    onnx.checker.check_model(model)
+    stored = {i.name: i.data_type for i in model.graph.initializer}
+    assert stored == {"w.fp16": TensorProto.FLOAT16, "b": TensorProto.FLOAT}
+    assert [(n.op_type, list(n.output)) for n in model.graph.node][0] == ("Cast", ["w"])
+
+    x = rng.standard_normal((1, 3, 16, 16)).astype(np.float32)
+    run = lambda m: ort.InferenceSession(m, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]  # noqa: E731
+    exact, halved = run(reference), run(model.SerializeToString())
+    assert halved.dtype == np.float32
+    # fp16 keeps 11 significant bits: a relative error of at most 2**-11 per weight.
+    bound = np.abs(weight).sum(axis=(1, 2, 3)).max() * np.abs(x).max() * 2.0**-11
+    assert 0 < np.abs(exact - halved).max() <= bound
+
+
+def test_the_standin_store_is_half_size(standin_weights, standin_models):
+    """Every network stored in fp16: each file about half its checkpoint, the whole store
+    within 470 MB (the stand-ins have the official networks' shapes, so the official store's
+    size is the same)."""
+    from processing.checkpoints.weights import expected_files
+
+    store = ModelStore(standin_models)
+    assert store.weights == "fp16"
+    for network in store.networks.values():
+        checkpoint = (standin_weights / network.checkpoint).stat().st_size
+        assert network.size < 0.52 * checkpoint, network.role
+    assert sum(n.size for n in store.networks.values()) <= 470e6
+    assert set(expected_files(standin_weights)) >= {n.checkpoint for n in store.networks.values()}

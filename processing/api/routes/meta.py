@@ -7,10 +7,11 @@ from typing import Annotated
 from azure.core.exceptions import AzureError
 from fastapi import APIRouter, Depends, Request, Response
 
+from ...engine.runtimes import plan
 from ...jobs.options import JobOptions
 from ...jobs.service import JobService
 from ..deps import get_service
-from ..schemas import DetectionInfo, HealthView, InfoView
+from ..schemas import DetectionInfo, HealthView, InfoView, PrecisionInfo
 
 router = APIRouter(prefix="/api", tags=["meta"])
 Service = Annotated[JobService, Depends(get_service)]
@@ -61,5 +62,14 @@ def get_info(service: Service) -> InfoView:
         retention_hours=settings.retention_hours,
         detection=DetectionInfo(max_side=settings.detect_max_side, max_faces=settings.max_faces,
                                 second_pass_max_side=settings.detect_second_pass_max_side),
+        precision=precision_info(settings.engine_backend, settings.engine_precision),
         options=JobOptions.model_json_schema()["properties"],
     )
+
+
+def precision_info(runtime: str, setting: str) -> PrecisionInfo:
+    """What this instance's CPU and runtime make of ENGINE_PRECISION, asked as the worker asks
+    (runtimes.plan, once per process); each job's own record says what it ran in."""
+    chosen = plan(runtime, setting)
+    return PrecisionInfo(engine=chosen.precision, setting=setting, native_bf16=chosen.native_bf16,
+                         bf16_kernel=chosen.bf16_kernel)
