@@ -32,7 +32,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -135,21 +134,15 @@ def main(argv=None) -> int:
             os._exit(1)
         os._exit(0)  # measured and said: no teardown of the engine, the clients or the ASGI app to wait for
 
-    from processing.checkpoints import weights
-    from processing.checkpoints.export import export_store
-    from processing.checkpoints.standin import build_standin
+    from benchmarks.local import scratch_azurite, standin_store
     from processing.storage import Storage
-    from tests.conftest import STANDIN_DIR, Azurite, env_for, free_port, isolated_settings
+    from tests.conftest import env_for, isolated_settings
 
-    if not (weights.is_standin_dir(STANDIN_DIR) and all(s.ok for s in weights.check(STANDIN_DIR))):
-        build_standin(STANDIN_DIR)
-    export_store(STANDIN_DIR, STANDIN_DIR / "onnx", log=lambda line: None)
-    scratch = Path(tempfile.mkdtemp(prefix="first-message-"))
-    azurite = Azurite(scratch / "azurite", (free_port(), free_port(), free_port()))
-    azurite.start()
+    weights_dir = standin_store()
+    scratch, azurite = scratch_azurite("first-message-")
     rows: dict[str, list[dict]] = {name: [] for name in CASES}
     try:
-        settings = isolated_settings(azurite, STANDIN_DIR).with_changes(engine_threads=args.threads,
+        settings = isolated_settings(azurite, weights_dir).with_changes(engine_threads=args.threads,
                                                                         rate_limit_per_minute=0.0)
         Storage(settings).ensure_resources()
         for repeat in range(args.repeats + 1):  # the first round is untimed: the store into the page cache

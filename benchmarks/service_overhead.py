@@ -25,7 +25,6 @@ import json
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -77,23 +76,17 @@ def main(argv=None) -> int:
 
     from benchmarks.inputs import astronaut_bgr
     from benchmarks.inputs import build as build_inputs
-    from processing.checkpoints import weights
-    from processing.checkpoints.export import export_store
-    from processing.checkpoints.standin import build_standin
+    from benchmarks.local import scratch_azurite, standin_store
     from processing.config import Settings
-    from tests.conftest import STANDIN_DIR, Azurite, LiveStack, free_port, unique_name
+    from tests.conftest import LiveStack, unique_name
 
-    if not (weights.is_standin_dir(STANDIN_DIR) and all(s.ok for s in weights.check(STANDIN_DIR))):
-        build_standin(STANDIN_DIR)
-    export_store(STANDIN_DIR, STANDIN_DIR / "onnx", log=lambda line: None)
-    scratch = Path(tempfile.mkdtemp(prefix="service-bench-"))
-    azurite = Azurite(scratch / "azurite", (free_port(), free_port(), free_port()))
-    azurite.start()
+    weights_dir = standin_store()
+    scratch, azurite = scratch_azurite("service-bench-")
     settings = Settings(
         storage_connection_string=azurite.connection_string,
         jobs_queue=unique_name("jobs-"), jobs_table=unique_name("jobs"),
         uploads_container=unique_name("uploads-"), results_container=unique_name("results-"),
-        weights_dir=STANDIN_DIR, standin_weights=True, engine_threads=args.threads,
+        weights_dir=weights_dir, standin_weights=True, engine_threads=args.threads,
         worker_poll_seconds=args.poll_seconds,
     )
     (scratch / "logs").mkdir()

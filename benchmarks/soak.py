@@ -31,7 +31,6 @@ import shutil
 import signal
 import statistics
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -357,20 +356,13 @@ def main(argv=None) -> int:
     parser.add_argument("--no-save", action="store_true")
     args = parser.parse_args(argv)
 
-    from processing.checkpoints import weights
-    from processing.checkpoints.export import export_store
-    from processing.checkpoints.standin import build_standin
-    from processing.config import Settings
+    from benchmarks.local import scratch_azurite, standin_store
     from processing.storage import Storage
-    from tests.conftest import STANDIN_DIR, Azurite, LiveStack, free_port, unique_name
+    from tests.conftest import LiveStack, isolated_settings
 
-    if not (weights.is_standin_dir(STANDIN_DIR) and all(s.ok for s in weights.check(STANDIN_DIR))):
-        build_standin(STANDIN_DIR)
-    export_store(STANDIN_DIR, STANDIN_DIR / "onnx", log=lambda line: None)
-    scratch = Path(tempfile.mkdtemp(prefix="soak-"))
-    azurite = Azurite(scratch / "azurite", (free_port(), free_port(), free_port()))
-    azurite.start()
-    settings = soak_settings(Settings, azurite, STANDIN_DIR, unique_name)
+    weights_dir = standin_store()
+    scratch, azurite = scratch_azurite("soak-")
+    settings = isolated_settings(azurite, weights_dir).with_changes(**SOAK_SETTINGS)
     storage = Storage(settings)
     storage.ensure_resources()
     (scratch / "logs").mkdir()
@@ -394,19 +386,11 @@ def main(argv=None) -> int:
 
 
 # The soak's settings beside the suite's defaults: a short lease, so a killed worker's job is
-# taken over in seconds; local webhook targets allowed; rate limits off (three clients poll).
+# taken over in seconds; a thread each for two workers on two cores; local webhook targets
+# allowed; rate limits off (three clients poll).
+SOAK_SETTINGS = {"lease_seconds": 8, "engine_threads": 1}
 SOAK_ENV = {"WEBHOOK_ALLOW_PRIVATE": "true", "RATE_LIMIT_PER_MINUTE": "0", "RATE_LIMIT_READS_PER_MINUTE": "0",
             "WEBHOOK_SECRET": "whsec_" + base64.b64encode(b"soak-webhook-secret-32-bytes-long").decode()}
-
-
-def soak_settings(settings_class, azurite, weights_dir: Path, unique_name):
-    return settings_class(
-        storage_connection_string=azurite.connection_string,
-        jobs_queue=unique_name("jobs-"), webhooks_queue=unique_name("hooks-"), jobs_table=unique_name("jobs"),
-        uploads_container=unique_name("uploads-"), results_container=unique_name("results-"),
-        weights_dir=weights_dir, standin_weights=True, engine_threads=1,
-        lease_seconds=8, worker_poll_seconds=0.2,
-    )
 
 
 if __name__ == "__main__":

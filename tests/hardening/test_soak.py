@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.soak import SOAK_ENV, Receiver, Soak
+from benchmarks.soak import SOAK_ENV, SOAK_SETTINGS, Receiver, Soak
 from tests.conftest import LiveStack
 
 JOBS = 12
@@ -15,7 +15,7 @@ JOBS = 12
 
 @pytest.mark.slow
 def test_soak_with_a_worker_killed_and_storage_restarted_loses_nothing(azurite, settings, storage, tmp_path):
-    stack = LiveStack(settings.with_changes(lease_seconds=8, engine_threads=1), tmp_path, **SOAK_ENV)
+    stack = LiveStack(settings.with_changes(**SOAK_SETTINGS), tmp_path, **SOAK_ENV)
     stack.start_api()
     for _ in range(2):
         stack.start_worker()
