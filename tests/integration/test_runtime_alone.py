@@ -306,7 +306,7 @@ def test_a_colour_managed_upload(ran):
 
 def test_the_functions_entry_points_run_a_job_as_the_host_calls_them(ran):
     called = ran.functions
-    assert called.get("functions") == ["fail_poisoned_job", "http_app_func", "purge_expired_jobs", "restore_job"], called
+    assert called.get("functions") == ["deliver_webhook", "fail_poisoned_job", "http_app_func", "purge_expired_jobs", "restore_job"], called
     assert called["raised"] is None, called
     assert called["status"] == 200 and called["job"]["status"] == "succeeded", called["job"]
     assert called["job"]["face_count"] == 1 and called["job"]["timings"]["texture"] > 0
