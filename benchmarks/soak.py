@@ -71,18 +71,27 @@ def photos(count: int) -> list[tuple[str, bytes]]:
 
 
 class Receiver:
-    """A webhook receiver on 127.0.0.1 that keeps every call it gets."""
+    """A webhook receiver on 127.0.0.1 that verifies each call as it arrives, as a receiver
+    must (Standard Webhooks refuses a timestamp more than 5 minutes old), and keeps what it
+    got: the payload, or why it failed verification."""
 
     def __init__(self):
         self.calls: list[dict] = []
+        self.verifier = None  # a standardwebhooks Webhook, set once the secret is known
         self._lock = threading.Lock()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):  # noqa: N802 - the http.server API
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                call = {"headers": headers, "body": body, "payload": None, "error": None}
+                try:
+                    call["payload"] = receiver.verifier.verify(body, headers)
+                except Exception as error:  # noqa: BLE001 - any verification failure is a finding
+                    call["error"] = f"{error.__class__.__name__}: {error}"
                 with receiver._lock:
-                    receiver.calls.append({"headers": {k.lower(): v for k, v in self.headers.items()}, "body": body})
+                    receiver.calls.append(call)
                 self.send_response(204)
                 self.end_headers()
 
@@ -241,6 +250,12 @@ class Soak:
 
     def run(self, receiver: Receiver | None = None) -> dict:
         pool = photos(self.jobs)
+        if receiver is not None:
+            import httpx
+            from standardwebhooks.webhooks import Webhook
+
+            secret = httpx.get(f"{self.stack.url}/api/webhooks/secret", timeout=10).json()["secret"]
+            receiver.verifier = Webhook(secret)
         shares = [pool[i::self.clients] for i in range(self.clients)]
         webhook = receiver.url if receiver else None
         started = time.monotonic()
@@ -306,23 +321,17 @@ class Soak:
         return problems
 
     def _check_webhooks(self, receiver: Receiver, ids: list[str], timeout: float = 120.0) -> list[str]:
-        """Every job's `start` and `completed` calls, each verified with the Standard Webhooks
-        reference implementation; duplicates of one webhook-id count once. The body is the job
-        view, whose deliveries name the event behind each webhook-id."""
-        import httpx
-        from standardwebhooks.webhooks import Webhook
-
-        secret = httpx.get(f"{self.stack.url}/api/webhooks/secret", timeout=10).json()["secret"]
-        verifier = Webhook(secret)
+        """Every job's `start` and `completed` calls, each verified on arrival with the Standard
+        Webhooks reference implementation; duplicates of one webhook-id count once. The body is
+        the job view, whose deliveries name the event behind each webhook-id."""
         deadline = time.monotonic() + timeout
         while True:
             events: set[tuple[str, str]] = set()
             bad = []
             for call in receiver.snapshot():
-                try:
-                    job = verifier.verify(call["body"], call["headers"])
-                except Exception as error:  # noqa: BLE001 - any verification failure is a finding
-                    bad.append(f"a webhook call failed verification: {error}")
+                job = call["payload"]
+                if job is None:
+                    bad.append(f"a webhook call failed verification: {call['error']}")
                     continue
                 webhook_id = call["headers"]["webhook-id"]
                 named = [d["event"] for d in (job.get("webhook") or {}).get("deliveries", []) if d["id"] == webhook_id]

@@ -10,7 +10,7 @@ import pytest
 from benchmarks.soak import SOAK_ENV, SOAK_SETTINGS, Receiver, Soak
 from tests.conftest import LiveStack
 
-JOBS = 12
+JOBS = 6
 
 
 @pytest.mark.slow
