@@ -16,9 +16,7 @@ import pytest
 from api_models import MODELS, TEMPLATE_ONLY, Walk, node_for, schema_for, symbols_of
 from infra_helpers import INFRA, bicep_files, config, parse_bicep
 
-
-class NearestApiVersion(Warning):
-    """A resource checked against another API version than the template's (the package lacks it)."""
+from tests.conftest import NearestApiVersion
 
 
 def _resources() -> list[tuple[str, str, str, str, dict, set[str]]]:
