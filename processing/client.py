@@ -1,8 +1,10 @@
 """`python -m processing submit --url URL FILES-or-DIRS --out DIR`: restore local photos on a
 running service, through its public HTTP API only (nothing here touches storage or the engine).
 
-Uploads go in batches within the limits GET /api/info states; progress is followed one request
-per batch; each result is downloaded into DIR. DIR holds a small state file (each file's hash,
+Uploads go in batches within the limits GET /api/info states, each with an Idempotency-Key, so
+that a POST sent again after its answer was lost (a dropped connection, a timeout) gets the batch
+the first one made instead of a second one; progress is followed one request per batch; each
+result is downloaded into DIR (a download cut short is fetched again). DIR holds a small state file (each file's hash,
 batch and job id, what became of it), written after every accepted upload, so running the same
 command again after an interruption uploads nothing that was accepted: it only follows and
 downloads, and skips results already downloaded.
@@ -15,6 +17,7 @@ import json
 import os
 import sys
 import time
+import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -27,7 +30,10 @@ EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 # What a multipart body adds to the files themselves, kept clear of the batch byte limit.
 FRAMING = 64 * 1024
 ZIP_MAGIC = b"PK\x03\x04"
-RETRIES = 8  # for 429/503 (each after its Retry-After) and dropped connections
+RETRIES = 8  # for 429/503 (each after its Retry-After), dropped connections and answers cut short
+# Failures after which a request is sent again: safe for GETs, and for the POSTs because each carries
+# an Idempotency-Key (a read timeout may mean the service did the work and the answer was lost).
+LOST = (requests.ConnectionError, requests.exceptions.ChunkedEncodingError, requests.Timeout)
 
 
 class ClientError(RuntimeError):
@@ -59,19 +65,22 @@ class Api:
         self.timeout = timeout
 
     def request(self, method: str, path: str, **kwargs) -> requests.Response:
-        """The answer to one request, after waiting out 429/503 (their Retry-After) and dropped
-        connections; any other answer is the caller's to read. A 401 ends the run."""
+        """The answer to one request, after waiting out 429/503 (their Retry-After), a 409 for an
+        Idempotency-Key whose first request is still being answered, and lost answers (each
+        sent again as it was: a POST with its key); any other answer is the caller's to read.
+        A 401 ends the run."""
         for attempt in range(RETRIES + 1):
             try:
                 response = self.session.request(method, self.base + path, timeout=self.timeout, **kwargs)
-            except requests.ConnectionError as error:
+            except LOST as error:
                 if attempt == RETRIES:
-                    raise ClientError(f"cannot reach {self.base}: {error}") from None
+                    raise ClientError(f"no answer from {self.base}: {error}") from None
                 time.sleep(min(30, 2 ** attempt))
                 continue
             if response.status_code == 401:
                 raise ClientError(f"{self.base} refused the request: {message(response)}")
-            if response.status_code in (429, 503) and attempt < RETRIES:
+            in_use = response.status_code == 409 and "idempotency_key_in_use" in response.text
+            if (response.status_code in (429, 503) or in_use) and attempt < RETRIES:
                 time.sleep(retry_after(response, default=min(30, 2 ** attempt)))
                 continue
             return response
@@ -185,6 +194,12 @@ def chunks(entries: list[Entry], max_files: int, max_bytes: int) -> Iterator[lis
         yield chunk
 
 
+def new_key() -> dict[str, str]:
+    """A key for one upload, kept across its retries within this run. A new run makes new ones: the
+    service may have deleted what an old key made."""
+    return {"Idempotency-Key": str(uuid.uuid4())}
+
+
 def upload(api: Api, chunk: list[Entry], options: dict[str, str]) -> None:
     """One batch. Each file is sent as "<index>-<name>": the service lists refused files by a
     cleaned-up name, and the index in front is what maps each refusal back to its file. A batch
@@ -192,7 +207,7 @@ def upload(api: Api, chunk: list[Entry], options: dict[str, str]) -> None:
     file gets its own answer."""
     files = [("files", (f"{i:04d}-{Path(e.name).name}", Path(e.path).read_bytes(), "application/octet-stream"))
              for i, e in enumerate(chunk)]
-    response = api.request("POST", "/api/batches", files=files, data=options)
+    response = api.request("POST", "/api/batches", files=files, data=options, headers=new_key())
     if response.status_code != 202:
         if 400 <= response.status_code < 500:
             for entry in chunk:
@@ -212,7 +227,7 @@ def upload(api: Api, chunk: list[Entry], options: dict[str, str]) -> None:
 
 def upload_one(api: Api, entry: Entry, options: dict[str, str]) -> None:
     files = {"file": (Path(entry.name).name, Path(entry.path).read_bytes(), "application/octet-stream")}
-    response = api.request("POST", "/api/jobs", files=files, data=options)
+    response = api.request("POST", "/api/jobs", files=files, data=options, headers=new_key())
     if response.status_code == 202:
         entry.job_id, entry.status, entry.error = response.json()["id"], "queued", ""
     elif 400 <= response.status_code < 500:

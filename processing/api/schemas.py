@@ -353,8 +353,8 @@ def batch_view_of(service: JobService, batch_id: str) -> BatchView:
 
 
 def webhook_body(service: JobService, kind: str, subject: str) -> bytes | None:
-    """A webhook's body: the job or batch as GET answers it at the time of the call; None
-    when it is gone."""
+    """A webhook's body: the job or batch as GET answers it now, which is when its event is
+    scheduled (the delivery keeps it, and every attempt sends it); None when it is gone."""
     try:
         view = job_view_of(service, service.get(subject)) if kind == "job" else batch_view_of(service, subject)
     except (JobNotFound, BatchNotFound):

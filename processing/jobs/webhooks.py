@@ -1,14 +1,15 @@
 """Webhooks: a signed POST to the caller's URL when a job (or batch) starts or ends.
 
 Replicate's model: ``webhook`` and a filter of events on the submission; the body is the job
-(or batch) as GET returns it. Signed per Standard Webhooks (standardwebhooks.com): headers
+(or batch) as GET returned it when the event happened. Signed per Standard Webhooks (standardwebhooks.com): headers
 ``webhook-id`` (the same on every retry, so receivers dedupe on it), ``webhook-timestamp``
 (unix seconds of the attempt) and ``webhook-signature: v1,<base64 HMAC-SHA256 of
 "{id}.{timestamp}.{body}">`` keyed with the bytes of the ``whsec_`` secret.
 
 Each event a job asked for becomes a delivery row beside the job's row (same partition,
-RowKey ``webhook-<event>``): inserted once (ResourceExistsError says it already was), then a
-message on the webhooks queue. Whoever takes that message (the polling worker's thread, or the
+RowKey ``webhook-<event>``): inserted once (ResourceExistsError says it already was), with the
+body as of the event (a ``start`` delivered late still says running, and every retry of one
+webhook-id sends the same bytes), then a message on the webhooks queue. Whoever takes that message (the polling worker's thread, or the
 queue-triggered function) makes one attempt and records it on the row; a failed attempt is
 retried by a new message sent invisible for the next delay (five tries over about an hour).
 
@@ -61,6 +62,10 @@ MAX_URL = 2048
 # Addresses that answer for the platform (instance metadata, Azure's host agent) whatever the
 # network they sit in: never a target, even with WEBHOOK_ALLOW_PRIVATE.
 METADATA = frozenset(map(ipaddress.ip_address, ("169.254.169.254", "168.63.129.16", "fd00:ec2::254")))
+
+# A body is kept on its delivery row up to this size (a Table property holds 64 KiB); a larger
+# one (a batch of hundreds of jobs) is rendered again at each attempt.
+MAX_KEPT_BODY = 60_000
 
 PENDING, RETRYING, DELIVERED, FAILED, REFUSED = "pending", "retrying", "delivered", "failed", "refused"
 FINAL = frozenset({DELIVERED, FAILED, REFUSED})
@@ -233,9 +238,12 @@ class Delivery:
     created_at: datetime = field(default_factory=utcnow)
     last_attempt_at: datetime | None = None
     next_attempt_at: datetime | None = None
+    body: bytes | None = None  # the event's body, rendered when it was scheduled
 
 
 _DELIVERY_FIELDS = [f.name for f in fields(Delivery) if f.name not in ("subject", "event")]
+# What the views and the sweep read: everything but the body.
+_SUMMARY = ["PartitionKey", "RowKey", *(name for name in _DELIVERY_FIELDS if name != "body")]
 
 
 def _from_row(row) -> Delivery:
@@ -245,6 +253,8 @@ def _from_row(row) -> Delivery:
             values[name] = values[name].replace(tzinfo=timezone.utc)
     if "last_status" in values and values["last_status"] is not None:
         values["last_status"] = int(values["last_status"])
+    if values.get("body") is not None:
+        values["body"] = bytes(values["body"])
     return Delivery(subject=row["PartitionKey"], event=row["RowKey"][len(ROW_PREFIX):], **values)
 
 
@@ -281,14 +291,15 @@ class Deliveries:
     def of(self, subject: str) -> list[Delivery]:
         rows = self.table.query_entities(
             "PartitionKey eq @subject and RowKey ge @first and RowKey lt @past",
-            parameters={"subject": subject, "first": ROW_PREFIX, "past": ROW_PREFIX[:-1] + "."})
+            parameters={"subject": subject, "first": ROW_PREFIX, "past": ROW_PREFIX[:-1] + "."}, select=_SUMMARY)
         return sorted((_from_row(row) for row in rows), key=lambda delivery: delivery.created_at)
 
     def unfinished(self) -> list[Delivery]:
         """Every delivery still to be made (pending, or waiting for a retry), of every job."""
         rows = self.table.query_entities(
             "RowKey ge @first and RowKey lt @past and (status eq @pending or status eq @retrying )",
-            parameters={"first": ROW_PREFIX, "past": ROW_PREFIX[:-1] + ".", "pending": PENDING, "retrying": RETRYING})
+            parameters={"first": ROW_PREFIX, "past": ROW_PREFIX[:-1] + ".", "pending": PENDING, "retrying": RETRYING},
+            select=_SUMMARY)
         return [_from_row(row) for row in rows]
 
     def delete_of(self, subject: str) -> None:
@@ -363,7 +374,9 @@ class Webhooks:
         self.schedule(batch.id, "batch", event, batch.webhook, batch.owner)
 
     def schedule(self, subject: str, kind: str, event: str, url: str, owner: str) -> bool:
-        delivery = Delivery(subject=subject, event=event, kind=kind, url=url, owner=owner)
+        body = self.render(kind, subject)
+        delivery = Delivery(subject=subject, event=event, kind=kind, url=url, owner=owner,
+                            body=body if body is not None and len(body) <= MAX_KEPT_BODY else None)
         if not self.deliveries.create(delivery):
             return False
         self.storage.webhooks_queue.send_message(encode_message(subject, event))
@@ -396,7 +409,7 @@ class Webhooks:
         delivery = self.deliveries.get(subject, event)
         if delivery is None or delivery.status in FINAL:
             return "dropped"  # its job is gone, or a duplicate message
-        payload = self.render(delivery.kind, subject)
+        payload = delivery.body or self.render(delivery.kind, subject)
         if payload is None:
             return "dropped"
         delivery.attempts += 1

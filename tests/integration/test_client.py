@@ -7,12 +7,16 @@ read the limit from GET /api/info."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import signal
 import subprocess
+import threading
 import time
 import zipfile
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -184,3 +188,80 @@ def test_a_job_that_fails_on_the_service_is_named_with_its_reason(settings, stor
     failed = [line for line in stderr.splitlines() if line.startswith("FAILED")]
     assert len(failed) == 1 and "photo0.png: job failed:" in failed[0] and "(corrupt_job)" in failed[0], stderr
     assert "2 of 3 restored" in stderr
+
+
+class FaultyProxy:
+    """Between the client and the API: passes every request on, except that it loses the answer
+    to the first POST of a batch (the service made the batch; the connection drops before the
+    client hears of it) and cuts the first result download off halfway (headers and the full
+    Content-Length sent, then half the bytes, then the connection closes)."""
+
+    def __init__(self, upstream: str):
+        self.upstream = urlsplit(upstream)
+        self.faults: list[str] = []
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _forward(self):
+                body = self.rfile.read(int(self.headers.get("content-length", 0)))
+                connection = http.client.HTTPConnection(proxy.upstream.hostname, proxy.upstream.port, timeout=60)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+                connection.request(self.command, self.path, body=body, headers=headers)
+                answer = connection.getresponse()
+                content = answer.read()
+                connection.close()
+                if self.command == "POST" and self.path == "/api/batches" and "lost answer" not in proxy.faults:
+                    proxy.faults.append("lost answer")
+                    self.close_connection = True
+                    return  # nothing written: the client sees the connection close
+                cut = self.path.endswith("/result") and answer.status == 200 and "cut download" not in proxy.faults
+                self.send_response(answer.status)
+                for name, value in answer.getheaders():
+                    if name.lower() not in ("connection", "transfer-encoding", "content-length", "date", "server"):
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(content)))
+                if cut:
+                    proxy.faults.append("cut download")
+                    self.send_header("Connection", "close")
+                    self.close_connection = True
+                self.end_headers()
+                self.wfile.write(content[: len(content) // 2] if cut else content)
+
+            do_GET = do_POST = do_DELETE = _forward
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_lost_answer_and_a_cut_download_are_retried_without_a_second_batch(stack, tmp_path):
+    """The batch POST's answer is lost after the service made the batch: the client sends it again
+    with the same Idempotency-Key and gets that batch back, so no photo is restored twice. The
+    first result download ends halfway: it is fetched again, and the file kept is the whole result."""
+    folder, out = tmp_path / "scans", tmp_path / "restored"
+    _photos(folder, 2)
+    proxy = FaultyProxy(stack.url)
+    try:
+        process = subprocess.Popen(
+            [str(RUNTIME_PYTHON), "-m", "processing", "submit", "--url", proxy.url, "--out", str(out), "--no-progress",
+             *FAST, str(folder)], cwd=ROOT, stderr=subprocess.PIPE, text=True, env={"PATH": "/usr/bin:/bin"})
+        _, stderr = process.communicate(timeout=300)
+    finally:
+        proxy.close()
+    assert proxy.faults == ["lost answer", "cut download"]
+    assert process.returncode == 0 and "2 of 2 restored" in stderr, stderr + stack.logs()
+    jobs = _jobs(stack)
+    assert len(jobs) == 2 and len({job.batch_id for job in jobs}) == 1, "the retried POST made a second batch"
+    for entry in json.loads((out / STATE).read_text())["files"].values():
+        served = httpx.get(f"{stack.url}/api/jobs/{entry['job_id']}/result", timeout=30)
+        assert (out / entry["output"]).read_bytes() == served.content
+    assert not list(out.rglob("*.part"))

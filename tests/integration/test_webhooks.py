@@ -11,6 +11,7 @@ import json
 import sys
 import threading
 import time
+from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
@@ -292,6 +293,31 @@ def test_targets_are_checked_again_when_the_call_is_made(settings, storage, rece
     assert webhooks.deliver(message.content) == "dropped"  # a duplicate message changes nothing
 
 
+def test_a_late_start_call_says_running_and_every_retry_sends_the_same_bytes(settings, storage, receiver):
+    """The body is the job as it was at the event: a ``start`` call retried after the job
+    ended still says running (a receiver would otherwise see a start event for a finished
+    job), and one webhook-id always carries the same signed bytes."""
+    from processing.jobs.records import Job
+
+    hook = receiver([503])
+    webhooks = make_webhooks(settings.with_changes(webhook_secret=SERVICE_SECRET, webhook_allow_private=True,
+                                                   webhook_retry_seconds=("0",)), storage)
+    job = webhooks.jobs.create(Job(id="f1" * 16, webhook=hook.url, webhook_events=["start", "completed"]))
+    job = webhooks.jobs.claim(job.id, "worker-1", timedelta(minutes=5))
+    webhooks.job_started(job)
+    (message,) = storage.webhooks_queue.receive_messages(max_messages=1)
+    assert webhooks.deliver(message.content) == "retrying"  # the receiver answered 503
+    webhooks.jobs.finish(job, "succeeded")
+    (retry,) = storage.webhooks_queue.receive_messages(max_messages=1)
+    assert webhooks.deliver(retry.content) == "delivered"
+    (first_headers, first), (second_headers, second) = hook.calls
+    assert first == second and first_headers["webhook-id"] == second_headers["webhook-id"]
+    assert verified(SERVICE_SECRET, second_headers, second)["status"] == "running"
+    # What GET answers is the job now, and its deliveries are listed without their bodies.
+    (delivery,) = webhooks.deliveries.of(job.id)
+    assert delivery.status == "delivered" and delivery.body is None
+
+
 def test_local_development_may_call_loopback_but_never_metadata():
     assert check_target("http://127.0.0.1:8080/x", allow_private=True).address == "127.0.0.1"
     assert check_target("https://localhost:8443/x", allow_private=True).host == "localhost"
@@ -319,8 +345,6 @@ def test_delivery_rows_are_removed_with_their_job(client, storage, settings):
 def test_a_message_lost_after_the_row_was_written_is_sent_again_by_the_timer(settings, storage, receiver):
     hook = receiver()
     webhooks = make_webhooks(settings.with_changes(webhook_secret=SERVICE_SECRET, webhook_allow_private=True), storage)
-    from datetime import timedelta
-
     from processing.jobs.records import Job, utcnow
 
     old, new = Job(id="e1" * 16, webhook=hook.url), Job(id="e2" * 16, webhook=hook.url)
