@@ -171,6 +171,24 @@ def standin_models_fp32(standin_weights) -> Path:
     return standin_weights / "onnx-fp32"
 
 
+# The files that keep a test process busy a minute or more (measured in a two-process run,
+# longest first). ./scripts/test.sh hands files out in collection order, so these go first:
+# otherwise one of them drawn last runs alone while the other process has finished.
+LONG_FILES = (
+    "engine/test_old_photos.py", "hardening/test_faults.py", "integration/test_webhooks.py",
+    "integration/test_runtime_alone.py", "engine/test_engine.py", "engine/test_pasteback.py",
+    "integration/test_pipeline.py", "engine/test_precision.py", "browser/test_page.py", "hardening/test_soak.py",
+    "contract/test_schemathesis.py", "integration/test_idempotency.py", "integration/test_run_local.py",
+    "hardening/test_load.py",
+)
+
+
+def pytest_collection_modifyitems(items) -> None:
+    rank = {name: i for i, name in enumerate(LONG_FILES)}
+    tests = Path(__file__).parent
+    items.sort(key=lambda item: rank.get(item.path.relative_to(tests).as_posix(), len(LONG_FILES)))
+
+
 _official_requested = False
 
 

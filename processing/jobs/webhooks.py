@@ -374,11 +374,16 @@ class Webhooks:
         self.schedule(batch.id, "batch", event, batch.webhook, batch.owner)
 
     def schedule(self, subject: str, kind: str, event: str, url: str, owner: str) -> bool:
-        body = self.render(kind, subject)
-        delivery = Delivery(subject=subject, event=event, kind=kind, url=url, owner=owner,
-                            body=body if body is not None and len(body) <= MAX_KEPT_BODY else None)
+        delivery = Delivery(subject=subject, event=event, kind=kind, url=url, owner=owner)
         if not self.deliveries.create(delivery):
             return False
+        # Rendered once the row exists, so the body lists this delivery (a receiver finds the
+        # event behind the webhook-id there). A process that dies before saving it leaves the
+        # delivery to render its body when it is made.
+        body = self.render(kind, subject)
+        if body is not None and len(body) <= MAX_KEPT_BODY:
+            delivery.body = body
+            self.deliveries.save(delivery)
         self.storage.webhooks_queue.send_message(encode_message(subject, event))
         return True
 

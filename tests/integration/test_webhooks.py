@@ -312,7 +312,11 @@ def test_a_late_start_call_says_running_and_every_retry_sends_the_same_bytes(set
     assert webhooks.deliver(retry.content) == "delivered"
     (first_headers, first), (second_headers, second) = hook.calls
     assert first == second and first_headers["webhook-id"] == second_headers["webhook-id"]
-    assert verified(SERVICE_SECRET, second_headers, second)["status"] == "running"
+    body = verified(SERVICE_SECRET, second_headers, second)
+    assert body["status"] == "running"
+    # The body names the event behind its webhook-id, as it stood when the event happened.
+    (own,) = [d for d in body["webhook"]["deliveries"] if d["id"] == second_headers["webhook-id"]]
+    assert (own["event"], own["status"], own["attempts"]) == ("start", "pending", 0)
     # What GET answers is the job now, and its deliveries are listed without their bodies.
     (delivery,) = webhooks.deliveries.of(job.id)
     assert delivery.status == "delivered" and delivery.body is None
