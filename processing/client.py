@@ -4,10 +4,10 @@ running service, through its public HTTP API only (nothing here touches storage 
 Uploads go in batches within the limits GET /api/info states, each with an Idempotency-Key, so
 that a POST sent again after its answer was lost (a dropped connection, a timeout) gets the batch
 the first one made instead of a second one; progress is followed one request per batch; each
-result is downloaded into DIR (a download cut short is fetched again). DIR holds a small state file (each file's hash,
-batch and job id, what became of it), written after every accepted upload, so running the same
-command again after an interruption uploads nothing that was accepted: it only follows and
-downloads, and skips results already downloaded.
+result is downloaded into DIR (a download cut short is fetched again). DIR holds a small state
+file (each file's hash, batch and job id, what became of it), written after every accepted
+upload, so running the same command again after an interruption uploads nothing that was
+accepted: it only follows and downloads, and skips results already downloaded.
 """
 
 from __future__ import annotations

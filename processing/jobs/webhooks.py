@@ -1,17 +1,18 @@
 """Webhooks: a signed POST to the caller's URL when a job (or batch) starts or ends.
 
 Replicate's model: ``webhook`` and a filter of events on the submission; the body is the job
-(or batch) as GET returned it when the event happened. Signed per Standard Webhooks (standardwebhooks.com): headers
-``webhook-id`` (the same on every retry, so receivers dedupe on it), ``webhook-timestamp``
-(unix seconds of the attempt) and ``webhook-signature: v1,<base64 HMAC-SHA256 of
-"{id}.{timestamp}.{body}">`` keyed with the bytes of the ``whsec_`` secret.
+(or batch) as GET returned it when the event happened. Signed per Standard Webhooks
+(standardwebhooks.com): headers ``webhook-id`` (the same on every retry, so receivers dedupe on
+it), ``webhook-timestamp`` (unix seconds of the attempt) and ``webhook-signature: v1,<base64
+HMAC-SHA256 of "{id}.{timestamp}.{body}">`` keyed with the bytes of the ``whsec_`` secret.
 
 Each event a job asked for becomes a delivery row beside the job's row (same partition,
-RowKey ``webhook-<event>``): inserted once (ResourceExistsError says it already was), with the
-body as of the event (a ``start`` delivered late still says running, and every retry of one
-webhook-id sends the same bytes), then a message on the webhooks queue. Whoever takes that message (the polling worker's thread, or the
-queue-triggered function) makes one attempt and records it on the row; a failed attempt is
-retried by a new message sent invisible for the next delay (five tries over about an hour).
+RowKey ``webhook-<event>``): inserted once (ResourceExistsError says it already was), then given
+the body as of the event (a ``start`` delivered late still says running, and every retry of one
+webhook-id sends the same bytes), then a message on the webhooks queue. Whoever takes that
+message (the polling worker's thread, or the queue-triggered function) makes one attempt and
+records it on the row; a failed attempt is retried by a new message sent invisible for the next
+delay (five tries over about an hour).
 
 Server-side request forgery: a target must be https to an address on the public internet,
 checked when the job is submitted and again, after resolving the name, when each call is made;
